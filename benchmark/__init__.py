@@ -1,0 +1,1 @@
+"""Benchmark harness: paper table specs, expected values, comparison, performance benchmarks."""
