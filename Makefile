@@ -1,0 +1,67 @@
+# modularity: every target bootstraps what it needs (venv from the lock file, datasets) on a fresh machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+PROFILE ?= default
+PYTEST_ARGS ?=
+export PYTHONUNBUFFERED := 1
+export MPLBACKEND := Agg
+
+.PHONY: help setup test reproduce data bench lint clean clean-data update-expected tox
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: $(STAMPS)/venv $(STAMPS)/data ## create .venv from requirements.lock and prepare the datasets
+
+$(STAMPS)/venv: requirements.lock pyproject.toml
+	@mkdir -p $(STAMPS)
+	@echo ">> creating $(VENV) from requirements.lock (torch + torchvision: about 2-3 minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+data: $(STAMPS)/data ## prepare MNIST, Fashion-MNIST and digits under data/ (offline sources first)
+
+$(STAMPS)/data: $(STAMPS)/venv modularity/data.py
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo ">> installing Debian's dataset-fashion-mnist (offline Fashion-MNIST source)"; \
+	  apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	  (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1) || \
+	  echo ">> could not install dataset-fashion-mnist; falling back to the torchvision download"; \
+	fi
+	$(PY) -m modularity data prepare mnist fashion digits
+	@touch $@
+
+test: setup ## run the unit tests, the end-to-end smoke run and the smoke-profile regression check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+reproduce: setup ## regenerate every paper table under paper/ (PROFILE=smoke|default|paper)
+	$(PY) -m benchmark.reproduce --profile $(PROFILE)
+
+update-expected: setup ## rewrite the smoke profile's stored expected values (on purpose only)
+	$(PY) -m benchmark.reproduce --profile smoke --update-expected
+
+bench: setup ## performance benchmarks: ratios measured side by side, written to paper/performance.json
+	$(PY) -m benchmark.bench_clustering
+	$(PY) -m benchmark.bench_lesion
+	$(PY) -m benchmark.bench_visualize
+
+lint: $(STAMPS)/venv ## ruff
+	$(VENV)/bin/ruff check modularity benchmark tests
+
+tox: $(STAMPS)/venv ## run the tox environments (test, lint) with the locked versions
+	$(VENV)/bin/tox
+
+clean: ## remove the venv, stamps and caches (keeps data/ and paper/)
+	rm -rf $(VENV) $(STAMPS) .pytest_cache .ruff_cache .tox
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+clean-data: ## remove prepared datasets and downloads (checkpoints under data/ too)
+	rm -rf data/datasets data/raw $(STAMPS)/data
