@@ -10,8 +10,15 @@ import torch
 
 from modularity.errors import CheckpointError, UnsupportedModelError
 from modularity.layers import analysed_layers, layer_by_name, layer_specs
-from modularity.models import (TAGS, apply_mod_init, build_model, checkpoint_path, load_checkpoint, save_checkpoint,
-                               tag_spec)
+from modularity.models import (
+    TAGS,
+    apply_mod_init,
+    build_model,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+    tag_spec,
+)
 
 
 def n_params(m: torch.nn.Module) -> int:
