@@ -31,6 +31,7 @@ Tie rules (``ties=``), for a left-sided test (right-sided: mirror the inequaliti
 
 from __future__ import annotations
 
+import gc
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -283,10 +284,11 @@ def log_ratio_effect(
         return out
     out["log_effect"] = float(np.median(logs))
     if logs.size >= 2 and np.unique(logs).size > 1:
-        res = scipy.stats.bootstrap(
-            (logs,), np.median, n_resamples=n_boot, confidence_level=confidence, method="percentile",
-            vectorized=True, random_state=rng_for(seed, "stats", key),
-        )
+        with np.errstate(invalid="ignore"):  # +-inf log-ratios make scipy's standard error NaN; unused
+            res = scipy.stats.bootstrap(
+                (logs,), np.median, n_resamples=n_boot, confidence_level=confidence, method="percentile",
+                vectorized=True, random_state=rng_for(seed, "stats", key),
+            )
         out["ci_low"], out["ci_high"] = float(res.confidence_interval.low), float(res.confidence_interval.high)
     else:  # all values equal (or a single sub-cluster): no spread to resample
         out["ci_low"] = out["ci_high"] = out["log_effect"] if logs.size >= 2 else math.nan
@@ -331,7 +333,7 @@ def lesion_summary(
     ``*_corrected`` versions (``correction`` across the network's sub-clusters), ``true_mean_acc``,
     ``random_mean_acc`` (mean over draws), ``true_overall_acc``, ``random_overall_acc``, ``diff_overall``
     (overall-accuracy change of the true lesion), ``true_range``, ``random_range_median``,
-    ``n_ties_means`` (draws tying the true balanced accuracy exactly) and ``degenerate`` (every random
+    ``n_ties_means`` / ``n_ties_ranges`` (draws tying the true value exactly; NaN never ties) and ``degenerate`` (every random
     draw equals the true lesion, e.g. a whole-layer sub-cluster; excluded from the correction, whose
     p-values are NaN for them). Full draws: ``random_mean_acc_draws`` (n, S).
     """
@@ -371,6 +373,7 @@ def lesion_summary(
     p_overall_upper = rank_pvalue(cmp_over_t, cmp_over_r, "right", ties)
     degenerate = np.all(rnd == tru[None], axis=(0, 2))
     n_ties = np.sum(np.asarray(cmp_mean_r == cmp_mean_t, dtype=bool), axis=0)
+    n_ties_ranges = np.sum(np.asarray(cmp_range_r == cmp_range_t, dtype=bool), axis=0)
 
     out: dict[str, Any] = {
         "n_random": n_random, "n_subclusters": n_sub, "ties": ties, "arithmetic": arithmetic,
@@ -401,7 +404,7 @@ def lesion_summary(
         true_overall_acc=overall_true, random_overall_acc=overall_rand.mean(0),
         diff_overall=overall_true - unl.sum() / sizes.sum(),
         true_range=range_true, random_range_median=np.median(range_rand, axis=0),
-        n_ties_means=n_ties, degenerate=degenerate,
+        n_ties_means=n_ties, n_ties_ranges=n_ties_ranges, degenerate=degenerate,
     )
     return out
 
@@ -467,8 +470,19 @@ def correct(pvalues: Any, method: str = "holm", alpha: float = 0.05) -> tuple[np
     reject = np.zeros(p.shape, dtype=bool)
     corrected = np.full(p.shape, np.nan)
     if finite.any():
-        rej, pc, _, _ = multipletests(p[finite], alpha=alpha, method=method)
+        rej, pc = _multipletests(p[finite], alpha, method)
         reject[finite], corrected[finite] = rej, pc
+    return reject, corrected
+
+
+def _multipletests(p: np.ndarray, alpha: float, method: str) -> tuple[np.ndarray, np.ndarray]:
+    """statsmodels' ``multipletests``; its Holm branch runs ``gc.collect()`` (0.2 s with torch loaded),
+    so existing objects are frozen out of that collection (``gc.freeze``) for the call."""
+    gc.freeze()
+    try:
+        reject, corrected, _, _ = multipletests(p, alpha=alpha, method=method)
+    finally:
+        gc.unfreeze()
     return reject, corrected
 
 
@@ -560,7 +574,7 @@ _PER_SUBCLUSTER_KEYS = (
     "true_mean_acc", "random_mean_acc", "true_overall_acc", "random_overall_acc", "diff_overall",
     "true_range", "random_range_median", "p_means", "p_means_corrected", "p_ranges", "p_ranges_corrected",
     "p_overall", "p_overall_corrected", "p_means_upper", "p_means_upper_corrected", "p_overall_upper",
-    "p_overall_upper_corrected", "n_ties_means", "degenerate",
+    "p_overall_upper_corrected", "n_ties_means", "n_ties_ranges", "degenerate",
 )
 _NETWORK_KEYS = (
     "n_subclusters", "n_random", "ties", "arithmetic", "correction", "alpha", "seed",
@@ -570,7 +584,9 @@ _NETWORK_KEYS = (
 )
 
 
-def summary_frames(summary: dict[str, Any], subclusters: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def summary_frames(
+    summary: dict[str, Any], subclusters: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Turn a :func:`lesion_summary` dict into tidy tables: (one row per sub-cluster, one network row).
 
     ``subclusters`` (optional, one row per sub-cluster in the same order, e.g. layer/cluster/size) is
