@@ -1,0 +1,333 @@
+"""From declarative table specs and a profile to the rows of every table and the stages that fill them.
+
+* A **table spec** (``benchmark/specs/<table>.yaml``) says which networks (tag, pruned, k) make up its
+  rows, which statistic of which analysis fills each column, and how each column is compared with the
+  paper (:mod:`benchmark.compare`).
+* A **profile** (``params.yaml``, ``profiles.<name>``) says which families, tags, seeds and k run here,
+  and with what parameters (training recipe, number of shuffles, random draws, visualisation steps).
+* :func:`plan` expands both into :class:`Row` objects (each either planned or skipped with a reason)
+  and the :class:`Stage` list: one ``train`` stage per (tag, seed) and one ``cluster`` / ``importance``
+  / ``coherence`` stage per (tag, seed, pruned) covering every k the tables need. The stages are the
+  nodes of the DVC pipeline (:mod:`benchmark.dvcgen`) and of the in-process runner alike.
+
+Output layout under ``data/benchmark/<profile>/`` (the profile's root):
+
+* ``checkpoints/<TAG>/seed<S>/{unpruned,pruned}.{pt,json}`` (the train stage);
+* ``results/<TAG>/seed<S>/<pruned|unpruned>/<analysis>/k<K>.json`` (+ ``.csv`` per-sub-cluster tables);
+* ``results.csv`` (every network-level result, tidy) and the report under the profile's ``report_dir``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from modularity.errors import ModularityError
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC_DIR = Path(__file__).parent / "specs"
+PARAMS = REPO / "params.yaml"
+BENCHMARK_ROOT = Path("data/benchmark")
+TABLE_ORDER = ("clusterability", "importance", "output_coherence", "input_coherence")
+ANALYSES = ("cluster", "importance", "coherence")
+FAMILIES = ("mlp", "cnn", "vgg", "imagenet")
+CRITERIA = ("tolerance", "sign", "band", "replicates", "report")
+
+# Which source files each stage kind depends on (DVC deps; relative to the repository root).
+CODE_DEPS: dict[str, list[str]] = {
+    "train": ["modularity/train.py", "modularity/models.py", "modularity/data.py"],
+    "cluster": ["modularity/models.py", "modularity/layers.py", "modularity/graph.py", "modularity/partition.py",
+                "benchmark/stages.py"],
+    "importance": ["modularity/models.py", "modularity/layers.py", "modularity/graph.py", "modularity/partition.py",
+                   "modularity/subclusters.py", "modularity/lesion.py", "modularity/importance.py",
+                   "modularity/stats.py", "modularity/data.py", "benchmark/stages.py"],
+    "coherence": ["modularity/models.py", "modularity/layers.py", "modularity/graph.py", "modularity/partition.py",
+                  "modularity/subclusters.py", "modularity/visualize.py", "modularity/stats.py",
+                  "benchmark/stages.py"],
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Table specs
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a table: statistic ``key`` aggregated over replicates by ``stat``.
+
+    ``stat`` is ``median`` (default) or ``n_significant`` (number of replicates with ``key < alpha``).
+    ``criterion`` is a dict with ``kind`` in :data:`CRITERIA` and its parameters.
+    """
+
+    key: str
+    label: str
+    criterion: dict[str, Any]
+    stat: str = "median"
+    alpha: float = 0.05
+
+    @property
+    def name(self) -> str:
+        """Unique column name in result frames: ``ncut`` or ``n_sig_percentile``."""
+        return self.key if self.stat == "median" else f"n_sig_{self.key}"
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    family: str
+    tags: tuple[str, ...]
+    pruned: tuple[bool, ...]
+    k: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    title: str
+    analysis: str
+    paper: str
+    note: str
+    columns: tuple[Column, ...]
+    rows: tuple[RowGroup, ...]
+
+
+def _require(d: dict[str, Any], key: str, where: str) -> Any:
+    if key not in d:
+        raise ModularityError(f"{where}: missing key {key!r}")
+    return d[key]
+
+
+def parse_table_spec(data: dict[str, Any], where: str = "table spec") -> TableSpec:
+    """Validate and parse one table spec (a dict read from YAML)."""
+    if not isinstance(data, dict):
+        raise ModularityError(f"{where}: expected a mapping")
+    analysis = _require(data, "analysis", where)
+    if analysis not in ANALYSES:
+        raise ModularityError(f"{where}: analysis {analysis!r} is not one of {', '.join(ANALYSES)}")
+    columns = []
+    for c in _require(data, "columns", where):
+        crit = dict(_require(c, "criterion", f"{where} column {c.get('key')!r}"))
+        if crit.get("kind") not in CRITERIA:
+            raise ModularityError(f"{where}: column {c.get('key')!r} has criterion {crit.get('kind')!r}, "
+                                  f"not one of {', '.join(CRITERIA)}")
+        stat = c.get("stat", "median")
+        if stat not in ("median", "n_significant"):
+            raise ModularityError(f"{where}: column {c.get('key')!r} has stat {stat!r} (median | n_significant)")
+        columns.append(Column(key=_require(c, "key", where), label=c.get("label", c["key"]), criterion=crit,
+                              stat=stat, alpha=float(c.get("alpha", 0.05))))
+    names = [c.name for c in columns]
+    if len(set(names)) != len(names):
+        raise ModularityError(f"{where}: duplicate columns {sorted({n for n in names if names.count(n) > 1})}")
+    groups = []
+    for g in _require(data, "rows", where):
+        fam = _require(g, "family", where)
+        if fam not in FAMILIES:
+            raise ModularityError(f"{where}: family {fam!r} is not one of {', '.join(FAMILIES)}")
+        groups.append(RowGroup(fam, tuple(_require(g, "tags", where)), tuple(bool(p) for p in g.get("pruned", [False])),
+                               tuple(int(k) for k in _require(g, "k", where))))
+    return TableSpec(name=_require(data, "name", where), title=data.get("title", data["name"]), analysis=analysis,
+                     paper=_require(data, "paper", where), note=" ".join(str(data.get("note", "")).split()),
+                     columns=tuple(columns), rows=tuple(groups))
+
+
+def load_tables(spec_dir: Path = SPEC_DIR) -> list[TableSpec]:
+    """Every table spec, in the paper's order (unknown extra tables after, by name)."""
+    specs = {}
+    for path in sorted(spec_dir.glob("*.yaml")):
+        if path.stem == "regression":
+            continue
+        spec = parse_table_spec(yaml.safe_load(path.read_text()), str(path))
+        specs[spec.name] = spec
+    order = [n for n in TABLE_ORDER if n in specs] + sorted(set(specs) - set(TABLE_ORDER))
+    return [specs[n] for n in order]
+
+
+# --------------------------------------------------------------------------------------------------
+# Profiles
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One profile of ``params.yaml`` with per-family settings resolved on demand."""
+
+    name: str
+    raw: dict[str, Any]
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(self.raw.get("families") or FAMILIES)
+
+    @property
+    def tags(self) -> tuple[str, ...] | None:
+        tags = self.raw.get("tags")
+        return tuple(tags) if tags else None
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        return tuple(int(k) for k in self.raw.get("k") or ())
+
+    @property
+    def report_dir(self) -> Path:
+        return Path(self.raw.get("report_dir") or BENCHMARK_ROOT / self.name / "report")
+
+    @property
+    def root(self) -> Path:
+        return BENCHMARK_ROOT / self.name
+
+    @property
+    def graph(self) -> dict[str, Any]:
+        return dict(self.raw.get("graph") or {"conv_norm": "entrywise", "fold_batchnorm": True})
+
+    @property
+    def description(self) -> str:
+        return " ".join(str(self.raw.get("description", "")).split())
+
+    def seeds(self, family: str) -> tuple[int, ...]:
+        seeds = self.raw.get("seeds", {"default": [0]})
+        if isinstance(seeds, list):
+            return tuple(seeds)
+        return tuple(seeds.get(family, seeds.get("default", [0])))
+
+    def section(self, name: str, family: str) -> dict[str, Any]:
+        """Settings of section ``name`` (train, cluster, importance, coherence) for one family."""
+        sec = self.raw.get(name) or {}
+        out = dict(sec.get("default") or {})
+        out.update(sec.get(family) or {})
+        return out
+
+    def selects(self, family: str, tag: str, k: int) -> str | None:
+        """None if the profile runs this row, else the reason it does not."""
+        if family not in self.families:
+            return f"family {family} is not in the {self.name} profile"
+        if self.tags is not None and tag not in self.tags:
+            return f"tag {tag} is not in the {self.name} profile"
+        if k not in self.ks:
+            return f"k={k} is not in the {self.name} profile"
+        return None
+
+
+def load_params(path: Path = PARAMS) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModularityError(f"parameters file not found: {path}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def load_profile(name: str, params: dict[str, Any] | None = None, path: Path = PARAMS) -> Profile:
+    params = load_params(path) if params is None else params
+    profiles = params.get("profiles") or {}
+    if name not in profiles:
+        raise ModularityError(f"unknown profile {name!r}; known: {', '.join(profiles) or 'none'}")
+    return Profile(name, profiles[name])
+
+
+# --------------------------------------------------------------------------------------------------
+# Rows and stages
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of one table: a network (tag, pruned) at one k; ``skip`` says why it does not run."""
+
+    table: str
+    family: str
+    tag: str
+    pruned: bool
+    k: int
+    seeds: tuple[int, ...] = ()
+    skip: str | None = None
+
+    @property
+    def key(self) -> tuple[str, bool, int]:
+        return (self.tag, self.pruned, self.k)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One cacheable unit of work (a DVC stage). ``ks`` is empty for training."""
+
+    kind: str
+    profile: str
+    family: str
+    tag: str
+    seed: int
+    pruned: bool = False
+    ks: tuple[int, ...] = ()
+    upstream: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        base = f"{self.profile}-{self.kind}-{slug(self.tag)}-s{self.seed}"
+        return base if self.kind == "train" else f"{base}-{state(self.pruned)}"
+
+
+def slug(tag: str) -> str:
+    """A tag as DVC allows it in a stage name (letters, digits, '-' and '_')."""
+    return tag.replace("+", "_")
+
+
+def state(pruned: bool) -> str:
+    return "pruned" if pruned else "unpruned"
+
+
+def checkpoint_dir(root: Path, tag: str, seed: int) -> Path:
+    return root / "checkpoints" / tag / f"seed{seed}"
+
+
+def result_dir(root: Path, analysis: str, tag: str, seed: int, pruned: bool) -> Path:
+    return root / "results" / tag / f"seed{seed}" / state(pruned) / analysis
+
+
+def rows_of(table: TableSpec, profile: Profile) -> list[Row]:
+    """Every row of ``table``, marked skipped where the profile does not run it."""
+    rows = []
+    for g in table.rows:
+        for k in g.k:
+            for pruned in g.pruned:
+                for tag in g.tags:
+                    reason = profile.selects(g.family, tag, k)
+                    rows.append(Row(table.name, g.family, tag, pruned, k, profile.seeds(g.family), reason))
+    return rows
+
+
+@dataclass
+class Plan:
+    profile: Profile
+    tables: list[TableSpec]
+    rows: list[Row]
+    stages: list[Stage]
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+
+def plan(profile: Profile, tables: list[TableSpec]) -> Plan:
+    """Rows of every table and the stages (train first, then analyses) that the profile needs."""
+    rows = [r for t in tables for r in rows_of(t, profile)]
+    analysis_of = {t.name: t.analysis for t in tables}
+    needed: dict[tuple[str, str, str, bool], set[int]] = {}
+    families: dict[str, str] = {}
+    for r in rows:
+        if r.skip is None:
+            needed.setdefault((analysis_of[r.table], r.family, r.tag, r.pruned), set()).add(r.k)
+            families[r.tag] = r.family
+    train: dict[tuple[str, int], Stage] = {}
+    analyses: list[Stage] = []
+    for (analysis, family, tag, pruned), ks in sorted(needed.items(), key=lambda kv: _stage_order(kv[0])):
+        for seed in profile.seeds(family):
+            upstream: tuple[str, ...] = ()
+            if family != "imagenet":  # ImageNet nets are pretrained, not trained here
+                t = train.setdefault((tag, seed), Stage("train", profile.name, family, tag, seed))
+                upstream = (t.name,)
+            analyses.append(Stage(analysis, profile.name, family, tag, seed, pruned, tuple(sorted(ks)), upstream))
+    stages = list(train.values()) + analyses
+    return Plan(profile, tables, rows, stages)
+
+
+def _stage_order(key: tuple[str, str, str, bool]) -> tuple[int, int, str, bool]:
+    analysis, family, tag, pruned = key
+    return (FAMILIES.index(family), ANALYSES.index(analysis), tag, pruned)
