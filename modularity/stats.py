@@ -11,7 +11,8 @@ Every test here compares a *true* sub-cluster with ``n`` random same-size sets o
 * :func:`lesion_summary` - all of the above from integer correct-prediction counts, compared in exact
   arithmetic, plus the reference effect factors and robust (median log-ratio, bootstrap) effect sizes.
 * :func:`coherence_summary` - the same network-level statistics for feature-visualisation values.
-* :func:`correct` - multiple-comparison correction (statsmodels ``multipletests``), Holm by default.
+* :func:`correct` - multiple-comparison correction (statsmodels ``multipletests``), Holm by default;
+  :func:`correct_columns` applies it to p-value columns of a table (e.g. across networks).
 * :func:`categorize` - the "important / prunable / ..." taxonomy of METHODS 5.5 on corrected p-values.
 * :func:`min_draws_for_significance` - how many random draws make corrected significance reachable.
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import gc
 import math
+import warnings
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any, Literal
@@ -267,6 +269,7 @@ def log_ratio_effect(
 ) -> dict[str, float]:
     """Robust effect size: the median over sub-clusters of ``log(center_r(random) / true)``.
 
+    ``center="median"`` takes the median over draws, ignoring undefined (NaN) draws.
     Returns ``{"log_effect": median, "ci_low": ..., "ci_high": ..., "n": sub-clusters used}``, the
     interval a percentile bootstrap over sub-clusters (``scipy.stats.bootstrap``, seeded through
     :func:`modularity.utils.rng_for` with ``key``). Sub-clusters whose ratio is undefined (0/0 or
@@ -276,7 +279,7 @@ def log_ratio_effect(
     t = np.asarray(true, dtype=float)
     r = np.asarray(random, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        centre = np.mean(r, axis=0) if center == "mean" else np.median(r, axis=0)
+        centre = np.mean(r, axis=0) if center == "mean" else _nanmedian(r)
         logs = np.log(centre) - np.log(t)
     logs = logs[~np.isnan(logs)]
     out = {"log_effect": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": int(logs.size)}
@@ -403,7 +406,7 @@ def lesion_summary(
         true_mean_acc=mean_true, random_mean_acc=mean_rand.mean(0), random_mean_acc_draws=mean_rand,
         true_overall_acc=overall_true, random_overall_acc=overall_rand.mean(0),
         diff_overall=overall_true - unl.sum() / sizes.sum(),
-        true_range=range_true, random_range_median=np.median(range_rand, axis=0),
+        true_range=range_true, random_range_median=_nanmedian(range_rand),
         n_ties_means=n_ties, n_ties_ranges=n_ties_ranges, degenerate=degenerate,
     )
     return out
@@ -473,6 +476,24 @@ def correct(pvalues: Any, method: str = "holm", alpha: float = 0.05) -> tuple[np
         rej, pc = _multipletests(p[finite], alpha, method)
         reject[finite], corrected[finite] = rej, pc
     return reject, corrected
+
+
+def correct_columns(
+    frame: pd.DataFrame, columns: Sequence[str], method: str = "holm", alpha: float = 0.05
+) -> pd.DataFrame:
+    """A copy of ``frame`` with ``<column>_corrected`` added for each p-value column.
+
+    Each column is one family (e.g. ``combined_p_means`` over the networks of a table); the method is
+    recorded in a ``correction`` column so the table carries the parameters that made it.
+    """
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ModularityError(f"no p-value column(s) {', '.join(missing)} in the table")
+    out = frame.copy()
+    for column in columns:
+        out[f"{column}_corrected"] = correct(out[column].to_numpy(dtype=float), method, alpha)[1]
+    out["correction"] = method
+    return out
 
 
 def _multipletests(p: np.ndarray, alpha: float, method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -612,6 +633,13 @@ def summary_frames(
 def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ModularityError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _nanmedian(values: np.ndarray) -> np.ndarray:
+    """Median over draws (axis 0) ignoring undefined (NaN) values; NaN where all are undefined."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        return np.nanmedian(values, axis=0)
 
 
 def _dtype_of(values: Any) -> Any:

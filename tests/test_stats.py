@@ -327,6 +327,15 @@ def test_correct_holm_by_hand_and_nan():
         stats.correct([1.1])
 
 
+def test_correct_columns_across_networks():
+    table = pd.DataFrame({"network": ["a", "b", "c"], "combined_p_means": [0.01, 0.04, 0.03]})
+    out = stats.correct_columns(table, ["combined_p_means"])
+    np.testing.assert_allclose(out["combined_p_means_corrected"], [0.03, 0.06, 0.06])
+    assert (out["correction"] == "holm").all() and "combined_p_means_corrected" not in table
+    with pytest.raises(ModularityError, match="no p-value column"):
+        stats.correct_columns(table, ["chi2_p_means"])
+
+
 def test_min_draws_for_significance():
     n = stats.min_draws_for_significance(28, 0.05, "holm")
     assert n == 559  # 28/560 = 0.05
@@ -368,6 +377,18 @@ def test_categorize_reference_rule():
     # the 1 pp threshold on exact count differences (-100/10000) is inclusive despite rounding
     d = (8569 - 8669) / 10000
     assert stats.categorize([1 / 101], [d], False, 50, 100, rule="reference")[0] == "important"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    p=st.floats(0, 1), q=st.floats(0, 1), diff=st.floats(-1, 1), whole=st.booleans(), size=st.integers(1, 300)
+)
+def test_categorize_properties(p, q, diff, whole, size):
+    cat = stats.categorize([p], [diff], [whole], [size], 1000, p_upper_corrected=[q])[0]
+    assert cat in stats.CATEGORIES
+    assert (cat == "complete") == whole
+    if cat == "important":
+        assert p <= 0.05 and diff <= -0.01 + 1e-12 and size > 12
 
 
 # ----------------------------------------------------------------------------------------------------
