@@ -46,6 +46,8 @@ def _param_keys(p: Plan, stage: Stage) -> list[str]:
     keys = [f"{base}.{section}.{name}" for name in ("default", stage.family) if name in raw]
     if stage.kind != "train":
         keys.append(f"{base}.graph")
+    if "threads" in p.profile.raw:
+        keys.append(f"{base}.threads")
     return keys
 
 

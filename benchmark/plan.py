@@ -197,14 +197,26 @@ class Profile:
         out.update(sec.get(family) or {})
         return out
 
-    def selects(self, family: str, tag: str, k: int) -> str | None:
-        """None if the profile runs this row, else the reason it does not."""
+    @property
+    def threads(self) -> int:
+        """Intra-op threads of every stage (torch and BLAS/OpenMP); part of what determines results."""
+        return int(self.raw.get("threads") or 1)
+
+    def selects(self, family: str, tag: str, k: int, analysis: str | None = None) -> str | None:
+        """None if the profile runs this row, else the reason it does not.
+
+        An analysis section may narrow the profile's k for a family (``k: [12]``), to fit a time budget.
+        """
         if family not in self.families:
             return f"family {family} is not in the {self.name} profile"
         if self.tags is not None and tag not in self.tags:
             return f"tag {tag} is not in the {self.name} profile"
         if k not in self.ks:
             return f"k={k} is not in the {self.name} profile"
+        if analysis is not None:
+            ks = self.section(analysis, family).get("k")
+            if ks is not None and k not in ks:
+                return f"k={k} is not run for {analysis} of {family} nets in the {self.name} profile (time budget)"
         return None
 
 
@@ -286,7 +298,7 @@ def rows_of(table: TableSpec, profile: Profile) -> list[Row]:
         for k in g.k:
             for pruned in g.pruned:
                 for tag in g.tags:
-                    reason = profile.selects(g.family, tag, k)
+                    reason = profile.selects(g.family, tag, k, table.analysis)
                     rows.append(Row(table.name, g.family, tag, pruned, k, profile.seeds(g.family), reason))
     return rows
 

@@ -103,7 +103,7 @@ def stage_signature(stage: Stage, profile: Profile) -> str:
 
     section = "train" if stage.kind == "train" else stage.kind
     payload = {"cmd": stage_command(stage), "settings": profile.section(section, stage.family),
-               "graph": profile.graph if stage.kind != "train" else None}
+               "graph": profile.graph if stage.kind != "train" else None, "threads": profile.threads}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
