@@ -140,6 +140,8 @@ class Partition:
         """Tidy labels: columns ``layer``, ``index``, ``label`` (one row per vertex)."""
         out = self.graph.units.copy()
         out["label"] = self.labels
+        out.attrs = {"k": self.k, "seed": self.seed, "ncut": self.ncut, "n_init": self.n_init,
+                     "eigen_solver": self.eigen_solver, **self.graph.params}
         return out
 
     def cluster_sizes(self) -> pd.Series:
@@ -198,6 +200,11 @@ class Clusterability:
         d = asdict(self)
         d["null_ncuts"] = [float(x) for x in self.null_ncuts]
         return d
+
+    def to_frame(self) -> pd.DataFrame:
+        """One tidy row: the statistics and every parameter that made them (no null n-cuts)."""
+        row = {k: v for k, v in asdict(self).items() if k not in ("null_ncuts", "params")}
+        return pd.DataFrame([{**row, **self.params}])
 
     def __getitem__(self, key: str) -> Any:  # dict-style access, as the contract allows either
         return getattr(self, key)

@@ -145,6 +145,7 @@ def test_partition_is_seeded_and_table_is_tidy() -> None:
     assert a.ncut == b.ncut
     t = a.table()
     assert list(t.columns) == ["layer", "index", "label"] and len(t) == g.n_vertices
+    assert t.attrs["k"] == 4 and t.attrs["seed"] == 7 and t.attrs["ncut"] == a.ncut
     assert t.loc[t.layer == "hidden1", "index"].tolist() == list(range(256))
 
 
@@ -227,6 +228,9 @@ def test_clusterability_of_planted_modules_is_significant_and_reproducible() -> 
     assert serial.stdev == pytest.approx(serial.null_ncuts.std(ddof=0))
     d = serial.to_dict()
     assert json.dumps(d) and len(d["null_ncuts"]) == 6 and d["params"]["model"] == "MLP"
+    row = serial.to_frame()
+    assert len(row) == 1 and row.loc[0, "percentile"] == serial.percentile and row.loc[0, "k"] == 3
+    assert {"z_score", "n_shuffles", "seed", "conv_norm", "fold_batchnorm"} <= set(row.columns)
     other = clusterability(model, k=3, n_shuffles=6, seed=2, n_jobs=1, n_init=5)
     assert not np.array_equal(other.null_ncuts, serial.null_ncuts)
 
