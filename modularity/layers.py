@@ -64,6 +64,8 @@ def register_layout(cls: type[nn.Module], fn: LayoutFn) -> None:
 
 def layer_specs(model: nn.Module) -> list[LayerSpec]:
     """The model's layers of units, in graph order. Unsupported models raise a clear error."""
+    if type(model).__module__.startswith("torchvision"):
+        import modularity.torchvision_layers  # noqa: F401  (registers the VGG / ResNet layouts)
     for cls, fn in _LAYOUTS:
         if isinstance(model, cls):
             return fn(model)
