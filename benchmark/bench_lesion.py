@@ -1,0 +1,203 @@
+"""Lesion engine vs the naive lesion, side by side: ``python -m benchmark.bench_lesion``.
+
+Naive lesion (what the reference does): deep-copy the model, zero the incoming weights and biases of
+the lesioned units, run a full forward pass over the test set under ``torch.inference_mode``.
+Engine: :func:`modularity.lesion.lesion_counts`, called once per layer with every lesion of that layer
+(the true sub-clusters of a k=12 partition and their random same-size sets), as
+:func:`modularity.importance.importance` calls it.
+
+The naive cost per lesion does not depend on the lesion (a full forward pass), so it is timed on a
+sample of the same lesions, whose counts are also checked against the engine's (they must be equal).
+Both run in this process one after the other, with the same threads. Results go to
+``paper/performance.json`` under ``"lesion"``: lesions per second of both, the speed-ups, the
+effective FLOP rate (full-forward FLOPs x lesions per second) as a fraction of a plain 4096^2 float32
+matrix product timed in the same run, and the projected time of 1000 random draws per sub-cluster.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmark.performance import best_time, record
+from modularity.layers import layer_by_name
+from modularity.lesion import lesion_counts
+
+
+def naive_counts(model: nn.Module, layer: str, units: np.ndarray, x: torch.Tensor, y: torch.Tensor,
+                 n_classes: int, batch: int = 10000) -> np.ndarray:
+    """The reference's lesion: a weight-zeroed copy of the model, full forward pass."""
+    spec = layer_by_name(model, layer)
+    m = copy.deepcopy(model).eval()
+    conv = m.get_submodule(spec.weight)
+    idx = torch.from_numpy(np.array(units, dtype=np.int64))
+    with torch.inference_mode():
+        conv.weight[idx] = 0
+        conv.bias[idx] = 0
+        correct = torch.zeros(n_classes, dtype=torch.int64)
+        for i in range(0, len(x), batch):
+            pred = m(x[i:i + batch]).argmax(1)
+            yb = y[i:i + batch]
+            correct += torch.bincount(yb[pred == yb], minlength=n_classes)
+    return correct.numpy()
+
+
+def forward_flops(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one image's forward pass through Linear and Conv2d layers."""
+    total = 0
+
+    def hook(m: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(m, nn.Linear):
+            total += 2 * m.in_features * m.out_features
+        elif isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * m.in_channels // m.groups
+            total += 2 * k * out[0].numel()
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    with torch.inference_mode():
+        model(example)
+    for h in hs:
+        h.remove()
+    return total
+
+
+def matmul_flops_per_s(n: int = 4096) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = best_time(lambda: a @ b, repeat=3)
+    return 2 * n**3 / t
+
+
+def load_network(tag: str, pruned: bool, root: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained checkpoint if present; else a seeded random network (magnitude-pruned if asked)."""
+    from modularity.models import build_model, checkpoint_path, load_checkpoint
+
+    path = checkpoint_path(root, tag, 0, pruned)
+    if path.is_file():
+        model, _ = load_checkpoint(path)
+        return model, {"checkpoint": str(path), "random_weights": False}
+    torch.manual_seed(0)
+    model = build_model(tag).eval()
+    if pruned:
+        from modularity.train import magnitude_mask, prunable_weights
+        with torch.no_grad():
+            for w in prunable_weights(model).values():
+                w.mul_(magnitude_mask(w, 0.9))
+    return model, {"checkpoint": None, "random_weights": True, "pruned_90": pruned}
+
+
+def load_test(dataset: str, n: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    try:
+        from modularity.data import load_dataset
+
+        ds = load_dataset(dataset)
+        return ds.x_test[:n], ds.y_test[:n], dataset
+    except Exception as exc:  # noqa: BLE001 - any data problem: fall back to random images
+        print(f"  {dataset} unavailable ({exc}); using random images")
+        g = torch.Generator().manual_seed(0)
+        return torch.rand(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g), "random"
+
+
+def lesions_of(model: nn.Module, k: int, n_draws: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """Per layer: each sub-cluster's true units followed by ``n_draws`` random same-size sets."""
+    from modularity.graph import graph_of
+    from modularity.partition import partition
+    from modularity.subclusters import random_sets, subclusters
+
+    part = partition(graph_of(model), k=k, seed=seed)
+    out: dict[str, list[np.ndarray]] = {}
+    for sc in subclusters(part):
+        draws = random_sets(sc, n_draws, seed, exclude_isolated=True) if n_draws else []
+        out.setdefault(sc.layer, []).extend([sc.units, *draws])
+    return out
+
+
+def bench_network(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, n_draws: int,
+                  n_naive: int, matmul_rate: float) -> dict[str, Any]:
+    print(f"{name}: partition k={k} ...", flush=True)
+    by_layer = lesions_of(model, k, n_draws)
+    n_subclusters = sum(len(v) for v in by_layer.values()) // (1 + n_draws)
+    n_classes = int(y.max()) + 1
+    engine_s, n_lesions, engine_counts, exact = 0.0, 0, {}, 0
+    for layer, sets in by_layer.items():
+        stats: dict[str, Any] = {}
+        t0 = time.perf_counter()
+        engine_counts[layer] = lesion_counts(model, layer, sets, x, y, stats=stats)
+        dt = time.perf_counter() - t0
+        engine_s += dt
+        n_lesions += len(sets)
+        exact += stats["exact_decisions"]
+        print(f"  engine {layer}: {len(sets)} lesions in {dt:.1f} s", flush=True)
+    # Naive: an evenly spread sample of the same lesions (cost per lesion is constant).
+    flat = [(layer, i) for layer, sets in by_layer.items() for i in range(len(sets))]
+    pick = np.linspace(0, len(flat) - 1, min(n_naive, len(flat))).round().astype(int)
+    naive_s, mismatches = 0.0, 0
+    for j in pick:
+        layer, i = flat[j]
+        t0 = time.perf_counter()
+        counts = naive_counts(model, layer, by_layer[layer][i], x, y, n_classes)
+        naive_s += time.perf_counter() - t0
+        mismatches += int(not np.array_equal(counts, engine_counts[layer][i]))
+    engine_rate, naive_rate = n_lesions / engine_s, len(pick) / naive_s
+    flops = forward_flops(model, x[:1])
+    res = {
+        "n_images": len(x), "k": k, "n_subclusters": n_subclusters, "random_draws_per_subcluster": n_draws,
+        "engine_lesions": n_lesions, "engine_seconds": round(engine_s, 2),
+        "engine_lesions_per_s": round(engine_rate, 2), "naive_lesions": len(pick),
+        "naive_seconds": round(naive_s, 2), "naive_lesions_per_s": round(naive_rate, 3),
+        "speedup": round(engine_rate / naive_rate, 2), "naive_engine_count_mismatches": mismatches,
+        "exact_float64_decisions": exact, "forward_gflop_per_lesion": round(flops * len(x) / 1e9, 3),
+        "naive_flop_fraction_of_matmul": round(flops * len(x) * naive_rate / matmul_rate, 3),
+        "engine_effective_flop_fraction_of_matmul": round(flops * len(x) * engine_rate / matmul_rate, 3),
+        "minutes_for_1000_draws_per_subcluster": round(n_subclusters * 1001 / engine_rate / 60, 1),
+    }
+    print(f"  {name}: engine {engine_rate:.2f}/s, naive {naive_rate:.3f}/s, speedup {res['speedup']}x, "
+          f"mismatches {mismatches}", flush=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoints", default="data/checkpoints")
+    p.add_argument("--images", type=int, default=10000)
+    p.add_argument("--k", type=int, default=12)
+    p.add_argument("--mlp-draws", type=int, default=20, help="random draws per sub-cluster (engine), MLP")
+    p.add_argument("--cnn-draws", type=int, default=2, help="random draws per sub-cluster (engine), CNN")
+    p.add_argument("--naive", type=int, default=12, help="lesions timed with the naive method per network")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for both methods (default 1: with the 2 cores shared by other jobs, "
+                        "2 threads make fine-grained ops wait for a descheduled thread)")
+    p.add_argument("--skip-cnn", action="store_true")
+    p.add_argument("--no-record", action="store_true", help="print only; do not write paper/performance.json")
+    args = p.parse_args(argv)
+    root = Path(args.checkpoints)
+    torch.set_num_threads(args.threads)
+    matmul_rate = matmul_flops_per_s()
+    print(f"plain 4096^2 matmul: {matmul_rate / 1e9:.1f} GFLOP/s, torch threads {torch.get_num_threads()}")
+    results: dict[str, Any] = {"matmul_gflop_per_s": round(matmul_rate / 1e9, 2), "threads": args.threads}
+    mlp, mlp_src = load_network("MNIST", True, root)
+    x, y, ds = load_test("mnist", args.images)
+    results["mlp"] = {**bench_network("MLP (MNIST, pruned)", mlp, x, y, args.k, args.mlp_draws, args.naive,
+                                      matmul_rate), **mlp_src, "dataset": ds}
+    results["mlp_speedup"] = results["mlp"]["speedup"]
+    results["mlp_minutes_for_1000_draws"] = results["mlp"]["minutes_for_1000_draws_per_subcluster"]
+    if not args.skip_cnn:
+        cnn, cnn_src = load_network("CNN-MNIST", False, root)
+        results["cnn"] = {**bench_network("small CNN (CNN-MNIST, unpruned)", cnn, x, y, args.k, args.cnn_draws,
+                                          max(3, args.naive // 3), matmul_rate), **cnn_src, "dataset": ds}
+        results["cnn_speedup"] = results["cnn"]["speedup"]
+    if not args.no_record:
+        record("lesion", results)
+        print("recorded under 'lesion' in paper/performance.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
