@@ -271,7 +271,15 @@ def last_digit_unit(text: str) -> float:
 
 
 def _is_float_text(text: str) -> bool:
-    return "e" in text.lower() and text.lower() not in ("inf", "-inf", "nan")
+    """Whether stored text is a finite float in the stored format (``d.ddddde+XX``)."""
+    t = text.lower()
+    if "e" not in t or t in ("inf", "-inf", "nan"):
+        return False
+    try:
+        float(t)
+    except ValueError:
+        return False
+    return True
 
 
 def value_matches(actual: Any, stored: str, digits: int) -> bool:

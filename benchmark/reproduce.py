@@ -203,8 +203,10 @@ def run_stages(p: Plan, root: Path, use_dvc: bool, cache: dict[str, str | None],
                 seconds = time.perf_counter() - t0
                 if use_dvc and seconds < 0.1 * est.guess(stage):
                     seconds = None  # DVC found it up to date: not a measurement of the work
-            except ModularityError as exc:
-                failed[stage.name] = f"stage {stage.name} failed: {exc}"
+            except Exception as exc:  # noqa: BLE001 - one failed stage must not lose the others' results
+                detail = str(exc).splitlines()[0] if str(exc) else ""
+                kind = "" if isinstance(exc, ModularityError) else f"{type(exc).__name__}: "
+                failed[stage.name] = f"stage {stage.name} failed: {kind}{detail}"
                 bar.write(f"error: {failed[stage.name]}")
         if seconds is not None:
             timings[f"{stage.kind}/{stage.family}"] = round(seconds, 1)
