@@ -534,18 +534,19 @@ class SubclusterVisualisation:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-def size_filter(subclusters: Sequence[Any], min_size: int = 3, max_prop: float = 0.8) -> list[Any]:
-    """Keep sub-clusters with ``min_size < size < max_prop * layer_width`` (the reference's Lucid filter).
+def size_filter(subclusters: Sequence[Any], min_size: int = 4, max_prop: float = 0.8) -> list[Any]:
+    """Keep sub-clusters with ``min_size <= size < max_prop * layer_width`` (the reference's Lucid filter).
 
-    The reference's function default was min_size=5 but its stored images include size 4, so the
-    notebooks passed min_size=3 (METHODS.md 4). Empty sub-clusters raise instead of being filtered.
+    The reference kept ``3 < size < 0.8 * width``: its function default was 5 but its stored images
+    include size 4 (METHODS.md 4). ``min_size`` is inclusive as in :func:`modularity.subclusters.subclusters`.
+    Empty sub-clusters raise instead of being filtered.
     """
     kept = []
     for sc in subclusters:
         size = len(sc.units)
         if size == 0:
             raise ModularityError(f"sub-cluster {sc.layer}/{sc.cluster} is empty")
-        if min_size < size < max_prop * sc.layer_width:
+        if min_size <= size < max_prop * sc.layer_width:
             kept.append(sc)
     return kept
 
@@ -554,11 +555,11 @@ def _draw_random_sets(sc: Any, n_random: int, seed: int, include_isolated: bool)
     """Random same-size sets of the sub-cluster's layer from :func:`modularity.subclusters.random_sets`."""
     from .subclusters import random_sets
 
-    return np.asarray(random_sets(sc, n_random, seed, **({} if include_isolated else {"exclude_isolated": True})))
+    return np.asarray(random_sets(sc, n_random, seed, exclude_isolated=not include_isolated))
 
 
 def visualize_subclusters(model: nn.Module, subclusters: Sequence[Any], n_random: int = 9, seed: int = 0,
-                          config: VisConfig | None = None, *, min_size: int = 3, max_prop: float = 0.8,
+                          config: VisConfig | None = None, *, min_size: int = 4, max_prop: float = 0.8,
                           random_units: Sequence[np.ndarray] | None = None, include_isolated: bool = True,
                           image_shape: Sequence[int] | None = None, batch_size: int | None = 256,
                           device: str | torch.device | None = None,
@@ -587,7 +588,7 @@ def visualize_subclusters(model: nn.Module, subclusters: Sequence[Any], n_random
         raise ModularityError(f"{len(random_units)} random-set arrays for {len(subclusters)} sub-clusters")
     kept = size_filter(subclusters, min_size, max_prop)
     if not kept:
-        raise ModularityError(f"no sub-cluster passes the size filter {min_size} < size < {max_prop} * width "
+        raise ModularityError(f"no sub-cluster passes the size filter {min_size} <= size < {max_prop} * width "
                               f"(sizes: {sorted(len(sc.units) for sc in subclusters)})")
     positions = [i for i, sc in enumerate(subclusters) if any(sc is k for k in kept)]
     randoms = []
@@ -676,16 +677,16 @@ def coherence_statistics(vis: SubclusterVisualisation, correction: str = "holm",
 
 def input_coherence(model: nn.Module, subclusters: Sequence[Any], n_random: int = 9, steps: int = 256,
                     seed: int = 0, *, lr: float = 0.05, relu_gradient_override: bool = True, fft: bool = True,
-                    decorrelate: bool = True, transforms: Transforms | None = None, min_size: int = 3,
+                    decorrelate: bool = True, transforms: Transforms | None = None, min_size: int = 4,
                     max_prop: float = 0.8, random_units: Sequence[np.ndarray] | None = None,
-                    include_isolated: bool = True, correction: str = "holm",
+                    include_isolated: bool = True, correction: str = "holm", ties: str = "strict",
                     image_shape: Sequence[int] | None = None, batch_size: int | None = 256,
                     device: str | torch.device | None = None,
                     input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Input coherence of a network's sub-clusters: (per-sub-cluster table, network summary).
 
-    Optimises an image for each sub-cluster passing ``min_size < size < max_prop * width`` and for
+    Optimises an image for each sub-cluster passing ``min_size <= size < max_prop * width`` and for
     ``n_random`` random same-size sets of its layer (all in batches), then tests the activation reached
     (right-sided) and the softmax entropy (left-sided) against the random sets. See
     :func:`visualize_subclusters` and :func:`coherence_statistics`; the images are available from
@@ -697,7 +698,7 @@ def input_coherence(model: nn.Module, subclusters: Sequence[Any], n_random: int 
                                 random_units=random_units, include_isolated=include_isolated,
                                 image_shape=image_shape, batch_size=batch_size, device=device,
                                 input_transform=input_transform)
-    return coherence_statistics(vis, correction=correction)
+    return coherence_statistics(vis, correction=correction, ties=ties)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -721,7 +722,8 @@ def plot_grid(vis: SubclusterVisualisation, path: str | Path, title: str = "",
 
     n_sub, n_img = vis.images.shape[:2]
     cell = 1.15
-    fig, axes = plt.subplots(n_sub, n_img, figsize=(1.9 + n_img * cell, 0.7 + n_sub * (cell + 0.3)), squeeze=False)
+    height = 0.8 + n_sub * (cell + 0.3)
+    fig, axes = plt.subplots(n_sub, n_img, figsize=(1.9 + n_img * cell, height), squeeze=False)
     t = vis.table.set_index(["subcluster", "draw"])
     for s in range(n_sub):
         sc = vis.subclusters[s]
@@ -737,7 +739,7 @@ def plot_grid(vis: SubclusterVisualisation, path: str | Path, title: str = "",
             row = t.loc[(s, d)]
             cls = int(row["predicted_class"])
             name = class_names[cls] if class_names is not None else str(cls)
-            ax.set_title(f"{row['activation']:.3g}\n→{name} {row['confidence']:.0%}", fontsize=6.5, pad=2)
+            ax.set_title(f"act {row['activation']:.3g}\nclass {name} ({row['confidence']:.0%})", fontsize=6.5, pad=2)
             color, width = ("red", 2.0) if d == 0 else ("0.7", 0.6)
             for spine in ax.spines.values():
                 spine.set_edgecolor(color)
@@ -752,8 +754,8 @@ def plot_grid(vis: SubclusterVisualisation, path: str | Path, title: str = "",
                             xytext=(0, 22), textcoords="offset points", ha="center", fontsize=7.5,
                             fontweight="bold" if d == 0 else "normal")
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.985 if title else 1))
+        fig.suptitle(title, fontsize=9, y=1 - 0.12 / height)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (0.35 if title else 0.1) / height))
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
@@ -776,12 +778,14 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-random", type=int, default=9, help="random sets per sub-cluster (default 9)")
     p.add_argument("--steps", type=int, default=256, help="Adam updates per image (default 256)")
     p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
-    p.add_argument("--min-size", type=int, default=3, help="keep sub-clusters with size > MIN_SIZE (default 3)")
+    p.add_argument("--min-size", type=int, default=4, help="keep sub-clusters with size >= MIN_SIZE (default 4)")
     p.add_argument("--max-prop", type=float, default=0.8, help="... and size < MAX_PROP * layer width (default 0.8)")
     p.add_argument("--no-relu-override", action="store_true", help="plain ReLU gradients (no Lucid override)")
     p.add_argument("--pixels", action="store_true", help="pixel parameterisation instead of Fourier")
     p.add_argument("--transforms", action="store_true", help="random jitter/scale/rotation each step")
     p.add_argument("--correction", default="holm", help="statsmodels multipletests method (default holm)")
+    p.add_argument("--ties", default="strict", choices=("strict", "mid", "conservative"),
+                   help="how a random image with exactly the true value counts (modularity.stats; default strict)")
     p.add_argument("--batch-size", type=int, default=256, help="images optimised at once (memory, not results)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: <checkpoint folder>/coherence-<pruned|unpruned>-k<K>)")
@@ -803,7 +807,7 @@ def _cli(args: argparse.Namespace) -> int:
                        transforms=Transforms() if args.transforms else None)
     vis = visualize_subclusters(model, subclusters(part), args.n_random, args.seed, config, min_size=args.min_size,
                                 max_prop=args.max_prop, batch_size=args.batch_size)
-    table, summary = coherence_statistics(vis, correction=args.correction)
+    table, summary = coherence_statistics(vis, correction=args.correction, ties=args.ties)
     context = {"tag": meta.get("tag"), "seed": meta.get("seed"), "pruned": meta.get("pruned"), "k": args.k,
                "checkpoint": str(args.checkpoint), "ncut": float(part.ncut)}
     ids = {"tag": context["tag"], "network_seed": context["seed"], "pruned": context["pruned"], "k": args.k}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -16,22 +15,7 @@ from scipy.stats import combine_pvalues
 from modularity import visualize as V
 from modularity.errors import ModularityError
 from modularity.models import MLP, SmallCNN, glorot_init
-
-try:  # the real sub-cluster type once modularity.subclusters exists; the same fields otherwise
-    from modularity.subclusters import SubCluster
-except ImportError:  # pragma: no cover - depends on another helper's module
-
-    @dataclass(frozen=True)
-    class SubCluster:  # type: ignore[no-redef]
-        layer: str
-        cluster: int
-        units: np.ndarray
-        layer_width: int
-
-        @property
-        def size(self) -> int:
-            return len(self.units)
-
+from modularity.subclusters import SubCluster
 
 CPU = "cpu"
 
@@ -276,8 +260,8 @@ def random_units_for(scs: list[SubCluster], n: int, seed: int = 0) -> list[np.nd
 
 def test_size_filter_by_hand() -> None:
     scs = [SubCluster("a", i, np.arange(s), 20) for i, s in enumerate((3, 4, 15, 16))]
-    assert [sc.cluster for sc in V.size_filter(scs)] == [1, 2]  # 3 < size < 0.8 * 20 = 16
-    assert [sc.cluster for sc in V.size_filter(scs, min_size=0, max_prop=1.0)] == [0, 1, 2, 3]
+    assert [sc.cluster for sc in V.size_filter(scs)] == [1, 2]  # 4 <= size < 0.8 * 20 = 16
+    assert [sc.cluster for sc in V.size_filter(scs, min_size=1, max_prop=1.0)] == [0, 1, 2, 3]
     with pytest.raises(ModularityError, match="empty"):
         V.size_filter([SubCluster("a", 0, np.array([], dtype=int), 20)])
 
@@ -412,3 +396,41 @@ def test_image_shapes_of_the_papers_models() -> None:
     assert V.image_shape_of(MLP(in_features=2352)) == (3, 28, 28)  # the reference's LUCID MLPs
     assert V.image_shape_of(MLP(in_features=64)) == (1, 8, 8)
     assert V.image_shape_of(SmallCNN(in_channels=2, image_size=28)) == (2, 28, 28)
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def run_cli(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    V.add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["coherence", *argv])
+    return args.func(args)
+
+
+def test_cli_writes_tables_summary_and_grid(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from modularity.models import build_model, save_checkpoint
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "DIGITS" / "seed0" / "pruned.pt"
+    save_checkpoint(build_model("DIGITS").eval(), ckpt, {"tag": "DIGITS", "seed": 0, "pruned": True})
+    out = tmp_path / "out"
+    assert run_cli([str(ckpt), "--k", "4", "--steps", "3", "--n-random", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["grid.png", "images.csv", "images.npy", "subclusters.csv",
+                                                     "summary.json"]
+    table = pd.read_csv(out / "subclusters.csv")
+    images = pd.read_csv(out / "images.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(table) >= 1 and (table.tag == "DIGITS").all() and (table.k == 4).all()
+    assert len(images) == 3 * len(table)
+    assert np.load(out / "images.npy").shape == (len(table), 3, 1, 8, 8)
+    assert summary["n_subclusters"] == len(table) and summary["k"] == 4 and summary["params"]["steps"] == 3
+    from modularity.errors import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        run_cli([str(tmp_path / "missing.pt")])

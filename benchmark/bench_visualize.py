@@ -1,0 +1,126 @@
+"""Feature-visualisation benchmark: batched images against one objective at a time.
+
+``python -m benchmark.bench_visualize`` partitions a network (k=12), keeps the sub-clusters that pass
+the reference's Lucid size filter, gives each 9 random same-size sets, and optimises their images
+(same steps, same image size, same code) two ways in one run:
+
+* batched: all images of the network in one batch, each with its own objective;
+* one at a time: the same images, one per optimisation (``batch_size=1``), as the reference ran Lucid.
+
+It records images optimised per second for both and their ratio under the key
+``feature_visualisation`` of ``paper/performance.json``, plus the largest difference between the two
+ways' images and activations reached. They agree to float tolerance, except that an image can take a
+slightly different path where its objective is flat: Adam divides each gradient by its running RMS, so
+rounding-level differences in near-zero gradient components become full-size steps; the activations
+reached still agree (``max_rel_activation_difference``). Per-image cost does not depend on which images run,
+so the one-at-a-time rate is measured on the first ``--single-images`` images (all with ``0``) to
+keep the run short; the JSON says how many.
+
+Networks: the MNIST MLP (the trained pruned checkpoint ``data/checkpoints/MNIST/seed0/pruned.pt``
+when it exists, else Glorot-initialised) and the small MNIST CNN (``data/checkpoints/CNN-MNIST/seed0/
+unpruned.pt`` when it exists, else random). ``batched_speedup`` at the top level is the MLP's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark.performance import PERFORMANCE_JSON, record
+
+CHECKPOINTS = {"mlp": ("MNIST", Path("data/checkpoints/MNIST/seed0/pruned.pt")),
+               "small-cnn": ("CNN-MNIST", Path("data/checkpoints/CNN-MNIST/seed0/unpruned.pt"))}
+
+
+def network(name: str) -> tuple[torch.nn.Module, str]:
+    """The benchmark network and a note on its weights."""
+    from modularity.models import build_model, load_checkpoint
+
+    tag, path = CHECKPOINTS[name]
+    if path.is_file():
+        return load_checkpoint(path)[0], f"trained ({path})"
+    torch.manual_seed(0)
+    return build_model(tag).eval(), "random init (no trained checkpoint found)"
+
+
+def images_to_optimise(model: torch.nn.Module, k: int, n_random: int, seed: int) -> tuple[list, list]:
+    """(targets, keys) of every filtered sub-cluster and its random sets, as visualize_subclusters builds them."""
+    from modularity.graph import graph_of
+    from modularity.partition import partition
+    from modularity.subclusters import random_sets, subclusters
+    from modularity.visualize import size_filter
+
+    subs = size_filter(subclusters(partition(graph_of(model), k=k, seed=seed)))
+    targets, keys = [], []
+    for sc in subs:
+        rand = random_sets(sc, n_random, seed)
+        for d in range(n_random + 1):
+            targets.append((sc.layer, sc.units if d == 0 else rand[d - 1]))
+            keys.append((sc.layer, sc.cluster, d))
+    return targets, keys
+
+
+def compare(model: torch.nn.Module, targets: list, keys: list, steps: int, n_single: int) -> dict[str, Any]:
+    """Time batched against one-at-a-time optimisation of the same images."""
+    from modularity.visualize import VisConfig, visualize_sets
+
+    config = VisConfig(steps=steps)
+    visualize_sets(model, targets[:2], keys[:2], 0, VisConfig(steps=2), device="cpu")  # warm-up
+    t0 = time.perf_counter()
+    batched = visualize_sets(model, targets, keys, 0, config, batch_size=None, device="cpu")
+    t_batched = time.perf_counter() - t0
+    n_single = len(targets) if n_single <= 0 else min(n_single, len(targets))
+    t0 = time.perf_counter()
+    single = visualize_sets(model, targets[:n_single], keys[:n_single], 0, config, batch_size=1, device="cpu")
+    t_single = time.perf_counter() - t0
+    a = batched.table.activation.to_numpy()[:n_single]
+    b = single.table.activation.to_numpy()
+    rate_batched, rate_single = len(targets) / t_batched, n_single / t_single
+    return {
+        "images": len(targets), "steps": steps, "image_shape": list(batched.images.shape[1:]),
+        "batched_seconds": round(t_batched, 3), "batched_images_per_second": round(rate_batched, 2),
+        "single_images_timed": n_single, "single_seconds": round(t_single, 3),
+        "single_images_per_second": round(rate_single, 3),
+        "batched_speedup": round(rate_batched / rate_single, 2),
+        "max_abs_image_difference": float(np.abs(batched.images[:n_single] - single.images).max()),
+        "images_differing_over_1e-3": int((np.abs(batched.images[:n_single] - single.images)
+                                           .reshape(n_single, -1).max(1) > 1e-3).sum()),
+        "max_rel_activation_difference": float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12))),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=64, help="Adam updates per image, both ways (default 64)")
+    p.add_argument("--k", type=int, default=12)
+    p.add_argument("--n-random", type=int, default=9)
+    p.add_argument("--single-images", type=int, default=40,
+                   help="images timed one at a time per network (0: all; default 40)")
+    p.add_argument("--networks", nargs="+", default=list(CHECKPOINTS), choices=list(CHECKPOINTS))
+    p.add_argument("--out", type=Path, default=PERFORMANCE_JSON)
+    args = p.parse_args(argv)
+
+    results: dict[str, Any] = {}
+    for name in args.networks:
+        model, weights = network(name)
+        targets, keys = images_to_optimise(model, args.k, args.n_random, seed=0)
+        res = compare(model, targets, keys, args.steps, args.single_images)
+        results[name] = {"weights": weights, "k": args.k, "n_random": args.n_random,
+                         "subclusters": len(targets) // (args.n_random + 1), **res}
+        print(f"{name}: {res['images']} images x {args.steps} steps: batched {res['batched_images_per_second']} "
+              f"img/s, one at a time {res['single_images_per_second']} img/s -> {res['batched_speedup']}x "
+              f"(max image difference {res['max_abs_image_difference']:.1e}, "
+              f"activation {res['max_rel_activation_difference']:.1e} relative)")
+    top = results.get("mlp") or next(iter(results.values()))
+    record("feature_visualisation", {"batched_speedup": top["batched_speedup"], "networks": results,
+                                     "device": "cpu"}, path=args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
