@@ -341,6 +341,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
                    help="zero the ReLU output in front of a BatchNorm (the reference's VGG lesions)")
     p.add_argument("--complete", choices=COMPLETE_MODES, default="skip",
                    help="whole-layer sub-clusters: skip (default), error, include")
+    p.add_argument("--conv-norm", choices=("entrywise", "matrix1"), default="entrywise",
+                   help="kernel-slice norm for conv edges of the graph (matrix1 = the reference code)")
+    p.add_argument("--no-fold-batchnorm", action="store_true", help="graph ignores batch norm (the reference's VGG)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $MODULARITY_DATA or ./data)")
     p.add_argument("--no-plots", action="store_true")
     p.set_defaults(func=_importance_command)
@@ -368,7 +371,8 @@ def _importance_command(args: argparse.Namespace) -> int:
     if spec.family == "imagenet":
         raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
     data = load_dataset(spec.dataset, args.data_root)
-    part = partition(graph_of(model), k=args.k, seed=args.seed)
+    graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)
+    part = partition(graph, k=args.k, seed=args.seed)
     subs = subclusters(part)
     table, summary = importance(model, subs, data, n_random=args.n_random, seed=args.seed,
                                 correction=args.correction, before_batchnorm=args.before_batchnorm,
@@ -377,7 +381,7 @@ def _importance_command(args: argparse.Namespace) -> int:
     counts = summary.pop("counts")
     summary.update(checkpoint=str(args.checkpoint), checkpoint_sha256=sha256_file(args.checkpoint),
                    tag=meta["tag"], train_seed=meta.get("seed"), pruned=meta.get("pruned"), k=args.k,
-                   ncut=part.ncut, dataset=spec.dataset)
+                   ncut=part.ncut, dataset=spec.dataset, **graph.params)
     with atomic_path(paths["csv"]) as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
     write_json_atomic(paths["json"], summary)

@@ -294,7 +294,7 @@ def _plan(model: nn.Module, spec: LayerSpec, before_batchnorm: bool, example: to
     elif rest and isinstance(rest[0], nn.Conv2d) and v.ndim == 4 and rest[0].groups == 1 \
             and rest[0].padding_mode == "zeros":
         mixing, mix, rest = "conv", rest[0], rest[1:]
-    plan = _Plan(prefix, value, mixing, mix, list(rest))
+    plan = _Plan(prefix, value, mixing, mix, _pool_before_relu(list(rest)))
     if mixing in ("linear", "flatten_linear"):
         n = 0
         for m in plan.stages:
@@ -308,6 +308,15 @@ def _plan(model: nn.Module, spec: LayerSpec, before_batchnorm: bool, example: to
         plan.sparse_stages = n
     _add_bounds(plan)
     return plan
+
+
+def _pool_before_relu(stages: list[nn.Module]) -> list[nn.Module]:
+    """Swap ReLU -> MaxPool2d into MaxPool2d -> ReLU: bit-identical (max and ReLU commute), 4x less ReLU."""
+    out = list(stages)
+    for k in range(len(out) - 1):
+        if isinstance(out[k], nn.ReLU) and isinstance(out[k + 1], nn.MaxPool2d):
+            out[k], out[k + 1] = out[k + 1], out[k]
+    return out
 
 
 def _add_bounds(plan: _Plan) -> None:
@@ -379,7 +388,8 @@ class _Chunk:
 
     def __init__(self, plan: _Plan, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> None:
         self.plan, self.y, self.n_classes = plan, y, n_classes
-        a = x
+        # Images as channels-last: oneDNN's convolutions and pooling are 1.5-4x faster on it here.
+        a = x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
         for m in plan.prefix:
             a = m(a)
         self.h = a  # activations at the cut
@@ -474,8 +484,11 @@ class _Chunk:
         base = self.bases[0]
         if plan.mixing == "conv":
             assert isinstance(mix, nn.Conv2d)
-            a = _take(base, rows) + torch.nn.functional.conv2d(d, mix.weight[:, S], None, mix.stride, mix.padding,
-                                                        mix.dilation)
+            cl = torch.channels_last
+            a = torch.nn.functional.conv2d(d.contiguous(memory_format=cl),
+                                           mix.weight[:, S].contiguous(memory_format=cl), None, mix.stride,
+                                           mix.padding, mix.dilation)
+            a += _take(base, rows)
             for m in plan.stages:
                 a = m(a)
             return rows, a
