@@ -11,7 +11,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-# Public names, resolved lazily so that ``import modularity`` stays cheap and a CLI error is fast.
+# Public names, resolved lazily on first use.
 _EXPORTS = {
     "ModularityError": "modularity.errors",
     "build_model": "modularity.models",
@@ -29,13 +29,26 @@ _EXPORTS = {
     "Partition": "modularity.partition",
     "ncut": "modularity.partition",
     "clusterability": "modularity.partition",
+    "Clusterability": "modularity.partition",
     "subclusters": "modularity.subclusters",
     "SubCluster": "modularity.subclusters",
+    "random_sets": "modularity.subclusters",
+    "lesion_counts": "modularity.lesion",
+    "unlesioned_counts": "modularity.lesion",
     "importance": "modularity.importance",
     "input_coherence": "modularity.visualize",
 }
 
 __all__ = sorted(_EXPORTS)
+
+# Functions that share their name with the module defining them (``modularity.partition`` is both a
+# module and a function) are bound eagerly: otherwise the first ``import modularity.partition``
+# anywhere would replace the function attribute with the module. ``from modularity.partition import
+# ncut`` still reaches the module through ``sys.modules``.
+from .importance import importance  # noqa: E402
+from .partition import partition  # noqa: E402
+from .subclusters import subclusters  # noqa: E402
+from .train import train  # noqa: E402
 
 
 def __getattr__(name: str) -> Any:
