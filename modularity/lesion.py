@@ -441,18 +441,18 @@ class _Chunk:
             return self.base_counts.clone(), empty, empty
         S = torch.as_tensor(units, device=h.device)
         v = plan.value[S].view(1, -1, *([1] * (h.ndim - 2)))
-        d = v - h[:, S]  # change of the lesioned units at the cut
+        d = v - h.index_select(1, S)  # change of the lesioned units at the cut
         changed = d.flatten(1).ne(0).any(dim=1)
         rows: torch.Tensor | None = None
         if int(changed.sum()) <= ALL_ROWS_FRACTION * len(changed):  # else work on all rows: no gathers
             rows = torch.nonzero(changed).squeeze(1)
-            d = d[rows]
+            d = d.index_select(0, rows)
         if _count(rows, h) and plan.bound_cut is not None:
             P = plan.bound_cut
             if plan.mixing == "flatten_linear":
                 P = P.view(P.shape[0], h.shape[1], -1)[:, S].reshape(P.shape[0], -1)
             else:
-                P = P[:, S]
+                P = P.index_select(1, S)
             keep = self._uncertified(rows, d, P, -1)
             if keep is not None:
                 rows, (d,) = _filter(rows, keep, d)
@@ -499,39 +499,40 @@ class _Chunk:
             w = w.view(w.shape[0], -1, hw)[:, S].reshape(w.shape[0], -1)
             d = d.flatten(1)
         else:
-            w = w[:, S]
+            w = w.index_select(1, S)
         touched = torch.nonzero((w != 0).any(dim=1)).squeeze(1)
         cols, a = self._linear_change(base, rows, d, w, touched)
         linear_k = 0
+        change: torch.Tensor | None = None  # a - bases[k] on (rows, cols), if the last check computed it
         for k, m in enumerate(plan.stages):
+            known, change = change, None
             if cols is not None and k < plan.sparse_stages:
                 if isinstance(m, nn.Linear):
                     nz = plan.nonzero[linear_k]
                     linear_k += 1
-                    change = a - _take(self.bases[k], rows)[:, cols]
-                    touched = torch.nonzero(nz[:, cols].any(dim=1)).squeeze(1)
-                    cols, a = self._linear_change(self.bases[k + 1], rows, change, m.weight[:, cols], touched)
+                    d = known if known is not None else a - _take(self.bases[k], rows, cols)
+                    touched = torch.nonzero(nz.index_select(1, cols).any(dim=1)).squeeze(1)
+                    cols, a = self._linear_change(self.bases[k + 1], rows, d,
+                                                  m.weight.index_select(1, cols), touched)
                 else:
                     a = m(a)
             else:
                 if cols is not None:  # densify: the unlesioned values with the changed columns replaced
-                    full = _take(self.bases[k], rows).clone()
-                    full[:, cols] = a
-                    a, cols = full, None
+                    a, cols = _with_columns(self.bases[k], rows, cols, a), None
                 a = m(a)
             P = plan.bound_after[k] if k < len(plan.bound_after) else None
             if P is not None and k + 1 < len(plan.stages):
-                base_k = _take(self.bases[k + 1], rows)
-                change = a - (base_k if cols is None else base_k[:, cols])
-                keep = self._uncertified(rows, change, P if cols is None else P[:, cols], k)
+                change = a - _take(self.bases[k + 1], rows, cols)
+                keep = self._uncertified(rows, change, P if cols is None else P.index_select(1, cols), k)
+                if cols is None:
+                    change = None  # the dense path after this does not use it
                 if keep is not None:
-                    rows, (a,) = _filter(rows, keep, a)
+                    rows, (a, *kept) = _filter(rows, keep, a, *([] if change is None else [change]))
+                    change = kept[0] if kept else None
                     if _count(rows, a) == 0:
                         return rows, a
         if cols is not None:
-            full = _take(self.bases[-1], rows).clone()
-            full[:, cols] = a
-            a = full
+            a = _with_columns(self.bases[-1], rows, cols, a)
         return rows, a
 
     @staticmethod
@@ -539,14 +540,22 @@ class _Chunk:
                        touched: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """New pre-activations ``base + d @ w.T`` on ``rows``: column-sparse if few units are touched."""
         if touched.numel() <= SPARSE_FRACTION * w.shape[0]:
-            b = base[:, touched] if rows is None else base[rows[:, None], touched[None, :]]
-            return touched, torch.addmm(b, d, w[touched].T)
+            return touched, torch.addmm(_take(base, rows, touched), d, w.index_select(0, touched).T)
         return None, torch.addmm(_take(base, rows), d, w.T)
 
 
-def _take(t: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
-    """``t[rows]``, or ``t`` itself when ``rows`` is None (all rows)."""
-    return t if rows is None else t[rows]
+def _take(t: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None = None) -> torch.Tensor:
+    """``t[rows][:, cols]`` (None: all); ``index_select``, 3-6x faster here than advanced indexing."""
+    if rows is not None:
+        t = t.index_select(0, rows)
+    return t if cols is None else t.index_select(1, cols)
+
+
+def _with_columns(base: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor, a: torch.Tensor
+                  ) -> torch.Tensor:
+    """``base[rows]`` (a new tensor) with its columns ``cols`` replaced by ``a``."""
+    full = base.clone() if rows is None else base.index_select(0, rows)
+    return full.index_copy_(1, cols, a)
 
 
 def _count(rows: torch.Tensor | None, t: torch.Tensor) -> int:
@@ -559,7 +568,7 @@ def _filter(rows: torch.Tensor | None, keep: torch.Tensor, *tensors: torch.Tenso
     if bool(keep.all()):
         return rows, tensors
     idx = torch.nonzero(keep).squeeze(1)
-    return (idx if rows is None else rows[idx]), tuple(t[idx] for t in tensors)
+    return (idx if rows is None else rows.index_select(0, idx)), tuple(t.index_select(0, idx) for t in tensors)
 
 
 # --------------------------------------------------------------------------------------------------
