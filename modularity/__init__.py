@@ -45,10 +45,10 @@ __all__ = sorted(_EXPORTS)
 # module and a function) are bound eagerly: otherwise the first ``import modularity.partition``
 # anywhere would replace the function attribute with the module. ``from modularity.partition import
 # ncut`` still reaches the module through ``sys.modules``.
-from .importance import importance  # noqa: E402
-from .partition import partition  # noqa: E402
-from .subclusters import subclusters  # noqa: E402
-from .train import train  # noqa: E402
+from .importance import importance  # noqa: E402, F401
+from .partition import partition  # noqa: E402, F401
+from .subclusters import subclusters  # noqa: E402, F401
+from .train import train  # noqa: E402, F401
 
 
 def __getattr__(name: str) -> Any:
