@@ -75,11 +75,16 @@ def matmul_flops_per_s(n: int = 4096) -> float:
     return 2 * n**3 / t
 
 
+PIPELINE_CHECKPOINTS = (Path("data/benchmark/default/checkpoints"), Path("data/benchmark/paper/checkpoints"))
+
+
 def load_network(tag: str, pruned: bool, root: Path) -> tuple[nn.Module, dict[str, Any]]:
     """A trained checkpoint if present; else a seeded random network (magnitude-pruned if asked)."""
     from modularity.models import build_model, checkpoint_path, load_checkpoint
 
-    path = checkpoint_path(root, tag, 0, pruned)
+    # The trained networks of `python -m modularity train` (root), else those of `make reproduce`.
+    candidates = [checkpoint_path(r, tag, 0, pruned) for r in (root, *PIPELINE_CHECKPOINTS)]
+    path = next((p for p in candidates if p.is_file()), candidates[0])
     if path.is_file():
         model, _ = load_checkpoint(path)
         return model, {"checkpoint": str(path), "random_weights": False}

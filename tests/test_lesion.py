@@ -51,6 +51,18 @@ def mlp(digits: tuple[torch.Tensor, torch.Tensor]) -> nn.Module:
 
 
 @pytest.fixture(scope="module")
+def mlp90(digits: tuple[torch.Tensor, torch.Tensor]) -> nn.Module:
+    """90% magnitude-pruned like the paper's MLPs: the engine's sparse tail (sparse weight products) runs."""
+    torch.manual_seed(0)
+    model = _train(MLP(64, (64, 64, 64), 10), *digits, steps=150, lr=1e-2)
+    with torch.no_grad():
+        for m in list(model.modules())[:-1]:
+            if isinstance(m, nn.Linear) and m.out_features > 10:
+                m.weight.mul_(m.weight.abs() > m.weight.abs().flatten().quantile(0.9))
+    return model
+
+
+@pytest.fixture(scope="module")
 def cnn(digits: tuple[torch.Tensor, torch.Tensor]) -> nn.Module:
     torch.manual_seed(0)
     return _train(SmallCNN(1, 8, 10, width=8, dense=16), *digits, steps=80, lr=3e-3)
@@ -100,20 +112,23 @@ def some_sets(width: int, seed: int = 0) -> list[np.ndarray]:
     return [rng.choice(width, s, replace=False) for s in sizes]
 
 
-@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+@pytest.mark.parametrize("model_name", ["mlp", "mlp90", "cnn"])
 def test_engine_equals_weight_zeroing_forward(model_name: str, request: pytest.FixtureRequest,
                                               digits: tuple[torch.Tensor, torch.Tensor]) -> None:
     model = request.getfixturevalue(model_name)
     x, y = digits
+    tail_calls = 0
     for spec in analysed_layers(model):
         sets = some_sets(spec.width)
         expected = np.stack([naive_counts(model, spec.name, s, x, y) for s in sets])
         info: dict = {}
         fast = lesion_counts(model, spec.name, sets, x, y, stats=info)
         assert info["method"] == "fast"
+        tail_calls += info["sparse_tail_calls"]
         assert fast.dtype == np.int64 and fast.shape == (len(sets), 10)
         np.testing.assert_array_equal(fast, expected, err_msg=f"{model_name} {spec.name}")
         np.testing.assert_array_equal(lesion_counts(model, spec.name, sets, x, y, method="hooks"), expected)
+    assert (tail_calls > 0) == (model_name == "mlp90")  # the sparse tail is exercised where weights are sparse
     # the lesions matter: the counts differ between sets, and a whole-layer lesion is devastating
     assert len({tuple(r) for r in fast}) > 2
     assert fast[-1].sum() < 0.5 * unlesioned_counts(model, x, y).sum()
@@ -282,3 +297,34 @@ def test_bad_data_and_layers(mlp: nn.Module, digits: tuple[torch.Tensor, torch.T
         lesion_counts(mlp, "hidden9", [[0]], x, y)
     with pytest.raises(ModularityError, match="method"):
         lesion_counts(mlp, "hidden1", [[0]], x, y, method="magic")
+
+
+def test_near_tie_flags_exact_ties_close_margins_and_nan() -> None:
+    from modularity.lesion import TIE_RTOL, _near_tie
+
+    logits = torch.tensor([[1.0, 3.0, 3.0],             # exact tie at the top
+                           [0.0, 2.0, 2.0 - TIE_RTOL],  # margin 1e-4 < 1e-4 * (1 + 2)
+                           [0.0, 2.0, 1.0],             # clear winner
+                           [0.0, float("nan"), 1.0],    # NaN
+                           [0.05, -1000.0, 0.0]])       # margin 0.05 < 1e-4 * (1 + 1000): scale-relative
+    expected = [True, True, False, True, True]
+    assert _near_tie(logits).tolist() == expected
+    assert _near_tie(logits, logits.argmax(dim=1)).tolist() == expected
+    assert _near_tie(torch.ones(3, 1)).tolist() == [False] * 3
+
+
+@pytest.mark.parametrize("entry", ["at the cut", "after column-sparse stages"])
+def test_sparse_tail_in_several_image_blocks(mlp90: nn.Module, digits: tuple[torch.Tensor, torch.Tensor],
+                                             monkeypatch: pytest.MonkeyPatch, entry: str) -> None:
+    import modularity.lesion as lesion
+
+    monkeypatch.setattr(lesion, "TAIL_BLOCK", 500)  # 1797 images: blocks of 500, 500, 500, 297
+    if entry != "at the cut":  # small lesions: column-sparse changes until a Linear stage densifies them
+        monkeypatch.setattr(lesion, "SPARSE_TAIL_MIN_ROWS", 1)
+        monkeypatch.setattr(lesion._Plan, "sparse_entry", property(lambda _: False, lambda *_: None))
+    x, y = digits
+    sets = some_sets(64, seed=3)
+    info: dict = {}
+    fast = lesion_counts(mlp90, "hidden1", sets, x, y, stats=info)
+    assert info["sparse_tail_calls"] > 0
+    np.testing.assert_array_equal(fast, np.stack([naive_counts(mlp90, "hidden1", s, x, y) for s in sets]))
