@@ -21,6 +21,8 @@ How it is fast (flat ``nn.Sequential`` models: MLP, SmallCNN, CifarVGG):
   the units that have a non-zero weight from it, and the next update again costs only those units.
 * Images on which every lesioned unit is already zero are not evaluated at all: their prediction
   cannot change.
+* Pruned MLPs: once a change is dense, the remaining Linear/ReLU layers run in transposed layout with
+  sparse weight matrices, in cache-sized blocks of images, into reused buffers (``_sparse_tail``).
 
 Other models (torchvision) go through a forward hook on the lesioned layer, many lesions per batched
 forward pass, with no prefix reuse.

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
 from modularity import stats
@@ -18,29 +17,19 @@ from modularity.errors import ModularityError
 from modularity.importance import COLUMNS, importance
 from modularity.models import MLP
 from modularity.subclusters import SubCluster, random_sets
+from tests.helpers import digits_tensors, train_briefly
 
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    d = load_digits()
-    x = torch.tensor(d.data / 16, dtype=torch.float32).view(-1, 1, 8, 8)
-    return x, torch.tensor(d.target, dtype=torch.int64)
+    return digits_tensors()
 
 
 @pytest.fixture(scope="module")
 def mlp(digits: tuple[torch.Tensor, torch.Tensor]) -> nn.Module:
     x, y = digits
     torch.manual_seed(0)
-    model = MLP(64, (24, 24), 10)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(120):
-        idx = torch.randint(0, len(x), (64,), generator=g)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_briefly(MLP(64, (24, 24), 10), x, y, steps=120, lr=1e-2)
 
 
 def subs_of(*spec: tuple[str, int, list[int]], width: int = 24) -> list[SubCluster]:

@@ -9,34 +9,23 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sklearn.datasets import load_digits
 from torch import nn
 
 from modularity.errors import ModularityError
 from modularity.layers import LayerSpec, analysed_layers, layer_by_name, register_layout
 from modularity.lesion import as_unit_sets, lesion_counts, lesioned_logits, unlesioned_counts
 from modularity.models import MLP, CifarVGG, SmallCNN, glorot_init
+from tests.helpers import digits_tensors, train_briefly
 
 
 @pytest.fixture(scope="module")
 def digits() -> tuple[torch.Tensor, torch.Tensor]:
-    d = load_digits()
-    x = torch.tensor(d.data / 16, dtype=torch.float32).view(-1, 1, 8, 8)
-    return x, torch.tensor(d.target, dtype=torch.int64)
+    return digits_tensors()
 
 
 def _train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float) -> nn.Module:
     torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (64,), generator=g)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_briefly(model, x, y, steps, lr)
 
 
 @pytest.fixture(scope="module")
