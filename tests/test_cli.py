@@ -20,6 +20,19 @@ def test_help_lists_every_command() -> None:
         assert command in out.stdout
 
 
+def test_threads_option_sets_torch_threads_and_rejects_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from modularity import cli as cli_module
+
+    seen: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    assert cli_module.main(["--threads", "1", "data", "prepare", "nope"]) == 2  # the command's own error
+    assert seen == [1]
+    out = cli("--threads", "0", "data", "--help")
+    assert out.returncode == 2 and "must be at least 1" in out.stderr
+
+
 @pytest.mark.parametrize("args,message", [
     (("train", "--tag", "NOPE"), "error: unknown tag 'NOPE'"),
     (("train", "--tag", "vgg16"), "error: vgg16 is an ImageNet model"),
