@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from benchmark.performance import best_time, record
+from benchmark.plan import BENCHMARK_ROOT
 from modularity.layers import layer_by_name
 from modularity.lesion import lesion_counts
 
@@ -75,7 +76,7 @@ def matmul_flops_per_s(n: int = 4096) -> float:
     return 2 * n**3 / t
 
 
-PIPELINE_CHECKPOINTS = (Path("data/benchmark/default/checkpoints"), Path("data/benchmark/paper/checkpoints"))
+PIPELINE_CHECKPOINTS = tuple(BENCHMARK_ROOT / profile / "checkpoints" for profile in ("default", "paper"))
 
 
 def load_network(tag: str, pruned: bool, root: Path) -> tuple[nn.Module, dict[str, Any]]:

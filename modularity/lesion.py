@@ -335,9 +335,14 @@ def _plan(model: nn.Module, spec: LayerSpec, before_batchnorm: bool, example: to
     plan.sparse_weights = _sparse_tail_weights(plan.stages)
     plan.sparse_entry = (mixing == "linear" and any(w is not None for w in plan.sparse_weights)
                          and all(isinstance(m, (nn.Linear, *_ELEMENTWISE)) for m in plan.stages)
-                         and float((mix.weight != 0).float().mean()) <= SPARSE_WEIGHT_DENSITY)
+                         and _is_sparse(mix.weight))
     _add_bounds(plan)
     return plan
+
+
+def _is_sparse(weight: torch.Tensor) -> bool:
+    """At most ``SPARSE_WEIGHT_DENSITY`` of the entries are non-zero (worth a sparse product)."""
+    return float((weight != 0).float().mean()) <= SPARSE_WEIGHT_DENSITY
 
 
 def _sparse_tail_weights(stages: list[nn.Module]) -> list[torch.Tensor | None]:
@@ -347,7 +352,7 @@ def _sparse_tail_weights(stages: list[nn.Module]) -> list[torch.Tensor | None]:
         m = stages[k]
         if isinstance(m, nn.Linear):
             w = m.weight.detach()
-            if m.out_features >= SPARSE_MIN_OUT and float((w != 0).float().mean()) <= SPARSE_WEIGHT_DENSITY:
+            if m.out_features >= SPARSE_MIN_OUT and _is_sparse(w):
                 out[k] = w.to_sparse().coalesce()
         elif not isinstance(m, _ELEMENTWISE):
             return [None] * (k + 1) + out[k + 1:]  # a stage the tail cannot run: no tail before it
@@ -367,10 +372,11 @@ def _sparse_tail(stages: list[nn.Module], weights: list[torch.Tensor | None], n_
     docstring). Returns the logits, ``(n_rows, out_features)``.
     """
     out_features = next(m.out_features for m in reversed(stages) if isinstance(m, nn.Linear))
+    width = next(m.in_features for m in stages if isinstance(m, nn.Linear))  # units entering the tail
     logits = torch.empty(n_rows, out_features, dtype=buffers.dtype, device=buffers.device)
     for i in range(0, n_rows, TAIL_BLOCK):
         j = min(n_rows, i + TAIL_BLOCK)
-        aT = first(i, j, buffers.get("tail0", (_tail_width(stages), j - i)))
+        aT = first(i, j, buffers.get("tail0", (width, j - i)))
         n_linear = 0
         for m, w in zip(stages, weights, strict=True):
             if isinstance(m, nn.Linear):
@@ -385,11 +391,6 @@ def _sparse_tail(stages: list[nn.Module], weights: list[torch.Tensor | None], n_
                 aT = _stage(m, aT)
         logits[i:j] = aT.T
     return logits
-
-
-def _tail_width(stages: list[nn.Module]) -> int:
-    """Units entering the tail: the first Linear's input width."""
-    return next(m.in_features for m in stages if isinstance(m, nn.Linear))
 
 
 def _stage(m: nn.Module, a: torch.Tensor) -> torch.Tensor:

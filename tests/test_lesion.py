@@ -15,6 +15,7 @@ from modularity.errors import ModularityError
 from modularity.layers import LayerSpec, analysed_layers, layer_by_name, register_layout
 from modularity.lesion import as_unit_sets, lesion_counts, lesioned_logits, unlesioned_counts
 from modularity.models import MLP, CifarVGG, SmallCNN, glorot_init
+from modularity.train import magnitude_mask
 from tests.helpers import digits_tensors, train_briefly
 
 
@@ -44,10 +45,10 @@ def mlp90(digits: tuple[torch.Tensor, torch.Tensor]) -> nn.Module:
     """90% magnitude-pruned like the paper's MLPs: the engine's sparse tail (sparse weight products) runs."""
     torch.manual_seed(0)
     model = _train(MLP(64, (64, 64, 64), 10), *digits, steps=150, lr=1e-2)
-    with torch.no_grad():
-        for m in list(model.modules())[:-1]:
+    with torch.no_grad():  # the training code's own pruning mask, on every hidden layer
+        for m in model.modules():
             if isinstance(m, nn.Linear) and m.out_features > 10:
-                m.weight.mul_(m.weight.abs() > m.weight.abs().flatten().quantile(0.9))
+                m.weight.mul_(magnitude_mask(m.weight, 0.9))
     return model
 
 
