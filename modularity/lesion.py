@@ -183,7 +183,8 @@ def _near_tie(logits: torch.Tensor, preds: torch.Tensor | None = None) -> torch.
     """Rows whose top-two margin is within ``TIE_RTOL`` (relative) of a tie.
 
     ``preds`` (the argmax, if the caller has it) saves a pass; the runner-up is the maximum with the
-    argmax masked out (2x faster than ``topk(2)`` here; an exact tie gives margin 0).
+    argmax masked out, so an exact tie gives margin 0. On 10 000 x 10 logits here: 0.32 ms with
+    ``preds``, 0.62 ms without, 1.1 ms for the ``topk(2)`` this replaced.
     """
     if logits.shape[1] < 2:
         return torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
