@@ -9,6 +9,10 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from . import numerics as _numerics
+
+_numerics.pin()  # before torch runs anything: the same kernels on every x86-64 CPU (modularity/numerics.py)
+
 __version__ = "0.1.0"
 
 # Public names, resolved lazily on first use.

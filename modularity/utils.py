@@ -14,6 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import numerics
+
+numerics.configure_torch()
+
 
 def default_device() -> torch.device:
     """The one place that picks a device: CUDA when available, else the CPU."""
