@@ -345,11 +345,14 @@ def _read_state_dict(path: Path, map_location: str | torch.device) -> dict[str, 
         # torch's weights_only message starts with a hint ("re-running with weights_only=False will likely
         # succeed") that is wrong for files that are not checkpoints and unsafe for files that carry code.
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        cause = next((ln for ln in lines if "Unsupported" in ln or "unsupported" in ln), None)
-        if cause is None and not zipfile.is_zipfile(path):
-            cause = "not a torch checkpoint (no zip archive; random or foreign bytes, or a legacy pickle)"
-        raise CheckpointError(f"corrupt checkpoint {path}: refused by torch.load(weights_only=True): "
-                              f"{(cause or (lines[0] if lines else 'unpickling failed'))[:300]}") from None
+        blocked = next((ln for ln in lines if "Unsupported global" in ln), None)
+        if blocked is not None:
+            cause = f"it holds Python objects other than tensors ({blocked[:200]}); not loaded, nothing was run"
+        elif not zipfile.is_zipfile(path):
+            cause = "not a torch checkpoint (no zip archive: random or foreign bytes, or a legacy pickle)"
+        else:
+            cause = next((ln for ln in lines if "nsupported" in ln), lines[0] if lines else "unpickling failed")[:200]
+        raise CheckpointError(f"corrupt checkpoint {path}: refused by torch.load(weights_only=True): {cause}") from None
     except Exception as exc:  # torch raises many types for corrupt files
         raise CheckpointError(f"corrupt checkpoint {path}: {first_line(exc)}") from None
     if not isinstance(state, dict):
