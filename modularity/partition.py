@@ -75,6 +75,9 @@ def _random_state(seed: int, *keys: int | str) -> int:
 
 def check_k(k: Any, n_kept: int) -> None:
     """``k`` must be an integer from 2 to (non-isolated vertices - 1), the most ARPACK can find."""
+    if n_kept < 3:
+        raise ModularityError(f"the graph has {n_kept} non-isolated vertices (are all its weights zero?); "
+                              "partitioning needs at least 3")
     if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 2 or k >= max(n_kept, 2):
         raise ModularityError(f"k must be an integer from 2 to {n_kept - 1} (the number of non-isolated vertices "
                               f"minus one) for this graph, got {k!r}")

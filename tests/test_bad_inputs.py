@@ -291,6 +291,7 @@ def test_closed_choices_fail_within_a_second(fx: dict[str, Path], tmp_path: Path
         assert code == 2 and len(err.splitlines()) == 1 and time.perf_counter() - t0 < 1.0
 
 
+@pytest.mark.slow
 def test_a_real_process_prints_exactly_one_line(fx: dict[str, Path], tmp_path: Path) -> None:
     """Through ``python -m modularity`` (warnings included): the NaN checkpoint and the code-carrying pickle."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -357,6 +358,46 @@ def test_tmpfs_full_disk_if_mountable(fx: dict[str, Path], tmp_path: Path, capsy
         assert list(mnt.iterdir()) == []
     finally:
         subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def _mount_tmpfs(mnt: Path, options: str) -> None:
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs privileges)")
+
+
+def test_read_only_output_folder_is_refused_before_work(fx: dict[str, Path], tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    mnt = tmp_path / "ro"
+    _mount_tmpfs(mnt, "size=64k,ro")
+    try:
+        for argv in (["cluster", str(fx["good"]), "--out", str(mnt / "x")],
+                     ["importance", str(fx["good"]), "--out", str(mnt / "y")],
+                     ["data", "prepare", "digits", "--root", str(mnt)]):
+            code, _, err = run_cli(argv, capsys)
+            assert code == 2 and len(err.splitlines()) == 1 and "read-only" in err.lower(), err
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_immutable_output_folder_is_refused(fx: dict[str, Path], tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    imm = tmp_path / "imm"
+    imm.mkdir()
+    if subprocess.run(["chattr", "+i", str(imm)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available here")
+    try:
+        code, _, err = run_cli(["cluster", str(fx["good"]), "--out", str(imm)], capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and "not writable" in err, err
+    finally:
+        subprocess.run(["chattr", "-i", str(imm)], capture_output=True)
+
+
+def test_all_zero_weights_say_so(fx: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sd = {k: torch.zeros_like(v) for k, v in torch.load(fx["good"], weights_only=True).items()}
+    path = _copy_ckpt(fx["good"], tmp_path / "zero.pt", state=sd)
+    code, _, err = run_cli(["cluster", str(path), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "are all its weights zero?" in err
 
 
 # --------------------------------------------------------------------------------------------------
