@@ -133,6 +133,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp_path = staging / path.name
         try:
             yield tmp_path
+        except OSError as exc:
+            tmp_path.unlink(missing_ok=True)
+            raise _named(exc, path) from None
         except BaseException:
             tmp_path.unlink(missing_ok=True)
             raise
@@ -145,11 +148,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _usual_permissions(tmp)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as exc:
+            raise _named(exc, path) from None
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """The same I/O error, naming the file being written when the OS did not (a full disk on write())."""
+    if exc.filename is not None:
+        return exc
+    if exc.errno is not None:
+        return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+    return OSError(f"{exc} (writing {path})")
 
 
 def _usual_permissions(path: str | Path) -> None:
