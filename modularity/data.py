@@ -25,6 +25,7 @@ Pixels are scaled to [0, 1] by /255 at load time, as the reference does (no mean
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import io
@@ -281,6 +282,9 @@ def _write_prepared_now(name: str, target: Path, arrays: Arrays, source: str) ->
         write_text_atomic(target.parent.parent / "raw" / f"{name}.source", source + "\n")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not target.exists():
+            with contextlib.suppress(OSError):
+                target.parent.rmdir()  # the datasets/ folder this call created, if it is empty
 
 
 def load_arrays(name: str, root: str | Path | None = None, prepare_missing: bool = True,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import pickle
 import platform
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
@@ -338,7 +339,9 @@ def _read_state_dict(path: Path, map_location: str | torch.device) -> dict[str, 
     if size == 0:
         raise CheckpointError(f"corrupt checkpoint {path}: the file is empty (0 bytes)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; the error says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except pickle.UnpicklingError as exc:
