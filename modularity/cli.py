@@ -64,6 +64,18 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _terminate_cleanly() -> None:
+    """SIGTERM ends the command like an interrupt (exit 143), so its staging folders are removed."""
+    import signal
+    import threading
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .utils import staged_outputs
 
@@ -73,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    _terminate_cleanly()
     try:
         with staged_outputs():
             result = args.func(args)

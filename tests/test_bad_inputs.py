@@ -642,5 +642,28 @@ def test_a_failed_stage_makes_not_run_rows_and_exit_2(tmp_path: Path, monkeypatc
     monkeypatch.setattr(reproduce, "is_done", lambda *a: False)
     assert reproduce.reproduce("smoke", **kw) == 2
     rows = pd.read_csv(tmp_path / "r" / "tables" / "clusterability.csv")
-    mnist = rows[rows.tag == "MNIST"]
+    mnist = rows[(rows.tag == "MNIST") & (rows.row_verdict != "skipped")]  # "skipped": not in the smoke profile
     assert len(mnist) and set(mnist.row_verdict) == {"not run"}
+    assert all("checksum mismatch" in r for r in mnist.reason)  # not the stale numbers of the first run
+
+
+@pytest.mark.slow
+def test_sigterm_removes_the_staging_folders(fx: dict[str, Path], tmp_path: Path) -> None:
+    """A command stopped with SIGTERM while writing leaves neither outputs nor a staging folder."""
+    import signal
+
+    out = tmp_path / "out"
+    code = ("import os, signal, sys; sys.path.insert(0, {repo!r})\n"
+            "import modularity\n"
+            "def slow(path, obj):\n"
+            "    print('writing', flush=True); signal.pause()\n"
+            "sys.modules['modularity.partition'].write_json_atomic = slow\n"
+            "from modularity import cli\n"
+            "sys.exit(cli.main(['--threads', '1', 'cluster', {ck!r}, '--k', '4', '--out', {out!r}]))\n"
+            ).format(repo=str(REPO), ck=str(fx["good"]), out=str(out))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    assert any(p.name.startswith(".staging-") for p in out.iterdir())  # the labels CSV is staged
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert not out.exists()
