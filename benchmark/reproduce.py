@@ -369,6 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModularityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # read-only or full disk under the output root or the report folder
+        from modularity.errors import from_os_error
+
+        print(f"error: {from_os_error(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)
         return 130
