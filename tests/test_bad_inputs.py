@@ -577,7 +577,8 @@ def test_pipeline_stops_on_a_flipped_byte_before_any_stage(data_copies: dict[str
     assert "x_test.npy" in str(info.value) and "before any stage ran" in str(info.value)
 
 
-def test_flipped_byte_stops_reproduce_before_dvc(tmp_path: Path, data_copies: dict[str, Path],
+@pytest.mark.parametrize("use_dvc", [False, True])
+def test_flipped_byte_stops_reproduce_before_dvc(use_dvc: bool, tmp_path: Path, data_copies: dict[str, Path],
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """``reproduce`` verifies the data before running (or letting DVC remove) anything."""
     from benchmark import guard, reproduce
@@ -585,10 +586,13 @@ def test_flipped_byte_stops_reproduce_before_dvc(tmp_path: Path, data_copies: di
     ran: list[str] = []
     monkeypatch.setattr(reproduce, "run_in_process", lambda s, p, r: ran.append(s.name))
     monkeypatch.setattr(reproduce, "run_with_dvc", lambda s, log: ran.append(s.name))
+    import benchmark.dvcgen
+
+    monkeypatch.setattr(benchmark.dvcgen, "write_dvc_yaml", lambda *a, **k: ran.append("dvc.yaml"))
     monkeypatch.setattr(guard, "datasets_of", lambda stages: ["digits"])
     monkeypatch.setenv("MODULARITY_DATA", str(data_copies["flip"]))
     with pytest.raises(ModularityError, match="x_test.npy"):
-        reproduce.reproduce("smoke", root=tmp_path / "run", report_dir=tmp_path / "r", use_dvc=False,
+        reproduce.reproduce("smoke", root=tmp_path / "run", report_dir=tmp_path / "r", use_dvc=use_dvc,
                             check_expected=False, progress=False)
     assert ran == [] and not (tmp_path / "r").exists()
 
