@@ -379,6 +379,7 @@ def _importance_command(args: argparse.Namespace) -> int:
     if spec.family == "imagenet":
         raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
     data = load_dataset(spec.dataset, args.data_root)
+    validate.network_above_chance(model, *_test_split(data), where=f"checkpoint {args.checkpoint}")
     graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)
     part = partition(graph, k=args.k, seed=args.seed)
     subs = subclusters(part)

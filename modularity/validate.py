@@ -134,6 +134,15 @@ def above_chance(correct_counts: Any, class_sizes: Any, where: str = "the networ
                               "of it would measure noise")
 
 
+def network_above_chance(model: nn.Module, x: torch.Tensor, y: torch.Tensor, where: str = "") -> None:
+    """:func:`above_chance` from one forward pass over ``(x, y)``: for commands, before the partition."""
+    from .lesion import check_data, class_sizes, unlesioned_counts
+
+    x, y, n_classes = check_data(model, x, y)
+    above_chance(unlesioned_counts(model, x, y), class_sizes(y.cpu().numpy(), n_classes),
+                 where or f"the intact {type(model).__name__}")
+
+
 # --------------------------------------------------------------------------------------------------
 # Scalars
 

@@ -393,6 +393,28 @@ def test_immutable_output_folder_is_refused(fx: dict[str, Path], tmp_path: Path,
         subprocess.run(["chattr", "-i", str(imm)], capture_output=True)
 
 
+def test_chance_level_checkpoint_is_refused_before_the_partition(fx: dict[str, Path], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import modularity.graph
+
+    path = tmp_path / "constant.pt"
+    model = build_model("DIGITS")
+    with torch.no_grad():  # always predicts class 0: balanced accuracy exactly 1/10
+        model.fc5.weight.zero_()
+        model.fc5.bias.copy_(torch.arange(10, 0, -1, dtype=torch.float32))
+    save_checkpoint(model, path, {"tag": "DIGITS", "seed": 0, "pruned": False})
+
+    def no_graph(*a: Any, **k: Any) -> None:
+        raise AssertionError("the partition must not start")
+
+    monkeypatch.setattr(modularity.graph, "graph_of", no_graph)
+    code, _, err = run_cli(["importance", str(path), "--n-random", "2", "--no-plots", "--out", str(tmp_path / "o")],
+                           capsys)
+    assert code == 2 and "no better than chance" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
 def test_all_zero_weights_say_so(fx: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sd = {k: torch.zeros_like(v) for k, v in torch.load(fx["good"], weights_only=True).items()}
     path = _copy_ckpt(fx["good"], tmp_path / "zero.pt", state=sd)
