@@ -138,8 +138,10 @@ def run_with_dvc(stage: Stage, log: Path) -> None:
         proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage.name], cwd=REPO, env=env,
                               stdout=f, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
-        tail = [line for line in log.read_text().splitlines() if line.strip()][-3:]
-        raise ModularityError(f"dvc repro {stage.name} failed: {' | '.join(tail)[-300:]}")
+        lines = [line for line in log.read_text().splitlines() if line.strip()]
+        ours = [line for line in lines if line.startswith("error: ")]  # the command's own one-line error
+        detail = ours[-1][:300] if ours else " | ".join(lines[-3:])[-300:]
+        raise ModularityError(f"dvc repro {stage.name} failed: {detail} (log: {log})")
 
 
 class Estimator:
@@ -279,6 +281,11 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
     report_dir = Path(report_dir) if report_dir is not None else profile.report_dir
     if use_dvc is None:
         use_dvc = not custom_root and (REPO / ".dvc").is_dir() and shutil.which("git") is not None and _has_dvc()
+    from . import guard
+
+    lock = guard.RunLock(guard.lock_path_for(REPO, root, use_dvc))  # one run per clone; released on return
+    guard.clean_stale_staging(root)
+    guard.check_datasets(guard.datasets_of(p.stages))  # before DVC can remove anything
     if use_dvc:
         from .dvcgen import write_dvc_yaml
 
@@ -289,7 +296,7 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
           f"({'DVC' if use_dvc else 'in-process'}), output {root}, report {report_dir}")
     cache: dict[str, str | None] = {}
     failed = run_stages(p, root, use_dvc, cache, progress)
-    records = cmp_mod.collect_records(root, p.stages)
+    records = cmp_mod.collect_records(root, [s for s in p.stages if s.name not in failed])  # no stale results
     results = cmp_mod.frame(records)
     write_text_atomic(root / "results.csv", results.to_csv(index=False, lineterminator="\n"))
     cmps = compare_all(p, results, failed)
@@ -300,6 +307,12 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
         counts = c.rows["verdict"].value_counts().to_dict()
         print(f"{c.table.name}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
     print(f"report: {report_dir / 'summary.md'}")
+    bad = guard.incomplete(failed)
+    if bad:
+        print(f"INCOMPLETE: {len(bad)} stage(s) failed or were blocked; their rows say 'not run': "
+              f"{', '.join(list(bad)[:5])}{' ...' if len(bad) > 5 else ''}", file=sys.stderr)
+        lock.release()
+        return 2
     check = (profile.name == "smoke") if check_expected is None else check_expected
     if update_expected:
         regression(records, expected_dir, update=True)
@@ -355,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
                          check_expected=False if args.no_check else None, progress=not args.no_progress)
     except ModularityError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # read-only or full disk under the output root or the report folder
+        from modularity.errors import from_os_error
+
+        print(f"error: {from_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished stages are kept; run the same command again to resume", file=sys.stderr)

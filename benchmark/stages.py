@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from modularity.errors import ModularityError
+from modularity.utils import clean_stale_staging
 
 from .plan import Profile, checkpoint_dir, load_profile, result_dir
 
@@ -47,6 +48,7 @@ def staged_dir(final: Path) -> Iterator[Path]:
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.parent / f".{final.name}.staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    clean_stale_staging(final.parent)  # left by runs killed with SIGKILL (issue 15)
     staging.mkdir()
     try:
         yield staging

@@ -44,6 +44,7 @@ import torch
 from scipy import sparse
 from torch import fx, nn
 
+from . import validate
 from .errors import UnsupportedModelError
 from .layers import LayerSpec, layer_specs
 
@@ -169,6 +170,7 @@ def graph_of(model: nn.Module, *, conv_norm: ConvNorm = "entrywise", fold_batchn
     """
     if conv_norm not in CONV_NORMS:
         raise UnsupportedModelError(f"unknown conv_norm {conv_norm!r}; choose from {', '.join(CONV_NORMS)}")
+    validate.finite_model(model)
     if type(model).__module__.startswith("torchvision"):
         from . import torchvision_layers  # noqa: F401  (registers the torchvision layouts)
     specs = layer_specs(model)

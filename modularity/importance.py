@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import validate
 from .errors import ModularityError
 from .layers import layer_specs
 from .lesion import DEFAULT_MAX_MEMORY, check_data, class_sizes, lesion_counts, unlesioned_counts
@@ -129,14 +130,17 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
     from .subclusters import eligible_units, random_sets
 
     n_random = _default_n_random() if n_random is None else n_random
-    if not isinstance(n_random, (int, np.integer)) or n_random < 1:
+    if not isinstance(n_random, (int, np.integer)) or isinstance(n_random, bool) or n_random < 1:
         raise ModularityError(f"n_random must be a positive integer, got {n_random!r}")
+    validate.importance_options(correction, ties, seed, alpha)
+    validate.finite_model(model)
     if complete not in COMPLETE_MODES:
         raise ModularityError(f"complete must be one of {', '.join(COMPLETE_MODES)}; got {complete!r}")
     subs = list(subclusters)
     _check_subclusters(model, subs)
     x, y = _test_split(data)
     x, y, n_classes = check_data(model, x, y)
+    validate.n_random(n_random, subs, n_classes)
     t0 = time.perf_counter()
 
     whole = np.array([eligible_units(sc, exclude_isolated).size <= sc.size for sc in subs])
@@ -152,6 +156,7 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
              for sc, t in zip(subs, tested, strict=True)]
     unl = unlesioned_counts(model, x, y)
     sizes = class_sizes(y.cpu().numpy(), n_classes)
+    validate.above_chance(unl, sizes, f"the intact {type(model).__name__}")
     true = np.zeros((len(subs), n_classes), dtype=np.int64)
     rand = np.zeros((int(n_random), len(subs), n_classes), dtype=np.int64)
     exact = 0
@@ -335,8 +340,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-random", type=int, default=None, help="random draws per sub-cluster (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clustering and the random draws (default 0)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the checkpoint's folder)")
-    p.add_argument("--correction", default="holm", help="statsmodels multipletests method (default holm)")
-    p.add_argument("--ties", default="strict", help="rank tie rule: strict (reference), mid, conservative")
+    p.add_argument("--correction", default="holm", choices=validate.CORRECTION_METHODS,
+                   help="statsmodels multipletests method (default holm)")
+    p.add_argument("--ties", default="strict", choices=validate.TIE_RULES,
+                   help="rank tie rule: strict (reference), mid, conservative")
     p.add_argument("--before-batchnorm", action="store_true",
                    help="zero the ReLU output in front of a BatchNorm (the reference's VGG lesions)")
     p.add_argument("--complete", choices=COMPLETE_MODES, default="skip",
@@ -366,11 +373,13 @@ def _importance_command(args: argparse.Namespace) -> int:
     from .subclusters import subclusters
     from .utils import sha256_file
 
+    validate.importance_command(args)
     model, meta = load_checkpoint(args.checkpoint)
     spec = tag_spec(meta["tag"])
     if spec.family == "imagenet":
         raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
     data = load_dataset(spec.dataset, args.data_root)
+    validate.network_above_chance(model, *_test_split(data), where=f"checkpoint {args.checkpoint}")
     graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)
     part = partition(graph, k=args.k, seed=args.seed)
     subs = subclusters(part)

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import validate
 from .errors import ModularityError
 from .layers import LayerSpec, layer_by_name
 
@@ -133,6 +134,8 @@ def check_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torc
         raise ModularityError("no images to evaluate")
     if y.dtype.is_floating_point or y.dtype == torch.bool:
         raise ModularityError(f"labels must be integers, got {y.dtype}")
+    validate.finite_model(model)
+    validate.finite_images(x)
     try:
         n_classes = n_outputs(model, x)
     except RuntimeError as exc:

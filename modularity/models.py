@@ -17,7 +17,10 @@ zero, as Keras does. ImageNet models come from torchvision.
 from __future__ import annotations
 
 import json
+import pickle
 import platform
+import warnings
+import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -277,7 +280,14 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any]) ->
     """Write ``path`` (state_dict) and ``path.with_suffix('.json')`` (metadata), each atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(model.state_dict(), tmp)
+        try:
+            torch.save(model.state_dict(), tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a full disk as "[enforce fail ...] unexpected pos"
+            import shutil
+
+            free = shutil.disk_usage(tmp.parent).free
+            raise CheckpointError(f"cannot write checkpoint {path}: torch.save failed ({' '.join(str(exc).split())[:120]}); "
+                                  f"{free} bytes free on its file system (is the disk full?)") from None
     write_json_atomic(path.with_suffix(".json"), {**meta, "versions": versions()})
 
 
@@ -285,34 +295,72 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load a checkpoint written by :func:`save_checkpoint`: (model in eval mode, metadata).
 
     The state dict is read with ``weights_only=True``; a missing file, unreadable data or weights that
-    do not fit the tag's architecture raise :class:`CheckpointError` with a one-line message.
+    do not fit the tag's architecture raise :class:`CheckpointError` with a one-line message, and so
+    do non-finite weights (NaN or +-inf in any parameter or buffer, named with their count): no
+    analysis of such a network means anything (:mod:`modularity.validate`).
     """
+    from . import validate
+
     path = Path(path)
     meta_path = path.with_suffix(".json")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not meta_path.is_file():
         raise CheckpointError(f"checkpoint metadata not found: {meta_path}")
     try:
         meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"corrupt checkpoint metadata {meta_path}: {exc}") from None
-    if "tag" not in meta:
-        raise CheckpointError(f"checkpoint metadata {meta_path} has no 'tag'")
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint metadata {meta_path}: {exc.strerror or exc}") from None
+    validate.checkpoint_meta(meta, str(meta_path))
     model = build_model(meta["tag"])
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise CheckpointError(f"corrupt checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"corrupt checkpoint {path}: expected a state_dict")
+    state = _read_state_dict(path, map_location)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = " ".join(str(exc).split())[:300]
         raise CheckpointError(f"checkpoint {path} does not match tag {meta['tag']!r}: {first}") from None
+    validate.finite_model(model, where=f"checkpoint {path}")
     model.eval()
     return model, meta
+
+
+def _read_state_dict(path: Path, map_location: str | torch.device) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with every failure as one :class:`CheckpointError` line."""
+    from .validate import first_line
+
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if size == 0:
+        raise CheckpointError(f"corrupt checkpoint {path}: the file is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols; the error says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    except pickle.UnpicklingError as exc:
+        # torch's weights_only message starts with a hint ("re-running with weights_only=False will likely
+        # succeed") that is wrong for files that are not checkpoints and unsafe for files that carry code.
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        blocked = next((ln for ln in lines if "Unsupported global" in ln), None)
+        if blocked is not None:
+            cause = f"it holds Python objects other than tensors ({blocked[:200]}); not loaded, nothing was run"
+        elif not zipfile.is_zipfile(path):
+            cause = "not a torch checkpoint (no zip archive: random or foreign bytes, or a legacy pickle)"
+        else:
+            cause = next((ln for ln in lines if "nsupported" in ln), lines[0] if lines else "unpickling failed")[:200]
+        raise CheckpointError(f"corrupt checkpoint {path}: refused by torch.load(weights_only=True): {cause}") from None
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise CheckpointError(f"corrupt checkpoint {path}: {first_line(exc)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"corrupt checkpoint {path}: expected a state_dict")
+    return state
 
 
 def spec_dict(spec: TagSpec) -> dict[str, Any]:

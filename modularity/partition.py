@@ -26,6 +26,7 @@ import pandas as pd
 from scipy import sparse
 from torch import nn
 
+from . import validate
 from .errors import ModularityError
 from .graph import Block, WeightGraph, adjacency_from_blocks, graph_of
 from .utils import atomic_path, rng_for, write_json_atomic
@@ -74,6 +75,9 @@ def _random_state(seed: int, *keys: int | str) -> int:
 
 def check_k(k: Any, n_kept: int) -> None:
     """``k`` must be an integer from 2 to (non-isolated vertices - 1), the most ARPACK can find."""
+    if n_kept < 3:
+        raise ModularityError(f"the graph has {n_kept} non-isolated vertices (are all its weights zero?); "
+                              "partitioning needs at least 3")
     if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 2 or k >= max(n_kept, 2):
         raise ModularityError(f"k must be an integer from 2 to {n_kept - 1} (the number of non-isolated vertices "
                               f"minus one) for this graph, got {k!r}")
@@ -88,6 +92,8 @@ def spectral_labels(adjacency: sparse.spmatrix, k: int, random_state: int, n_ini
     check_k(k, n_kept)
     if eigen_solver not in EIGEN_SOLVERS:
         raise ModularityError(f"unknown eigen_solver {eigen_solver!r}; choose from {', '.join(EIGEN_SOLVERS)}")
+    if adj.nnz and not np.isfinite(adj.data).all():
+        raise ModularityError(f"adjacency has {int((~np.isfinite(adj.data)).sum())} non-finite weight(s) (NaN or inf)")
     if adj.nnz and adj.data.min() < 0:
         raise ModularityError("adjacency has negative weights; spectral clustering needs non-negative affinities")
     from sklearn.cluster import SpectralClustering
@@ -161,6 +167,9 @@ def partition(graph: WeightGraph, k: int = 12, seed: int = 0, n_init: int | None
     """
     if not isinstance(graph, WeightGraph):
         raise ModularityError(f"partition() needs a WeightGraph (from graph_of), got {type(graph).__name__}")
+    validate.seed(seed)
+    validate.n_init(n_init)
+    validate.finite_graph(graph)
     n_kept = int((~graph.isolated()).sum())
     check_k(k, n_kept)
     n_init = n_init or default_n_init(n_kept)
@@ -258,9 +267,8 @@ def clusterability(model_or_graph: nn.Module | WeightGraph, k: int = 12, n_shuff
     ``model_or_graph`` is a model (graphed with :func:`graph_of` and ``graph_kw``) or a graph. Shuffles
     are independent of ``n_jobs`` (each is seeded by ``rng_for(seed, "shuffle", i)``).
     """
+    validate.clusterability_options(k, n_shuffles, seed, n_jobs, n_init)
     graph = model_or_graph if isinstance(model_or_graph, WeightGraph) else graph_of(model_or_graph, **graph_kw)
-    if not isinstance(n_shuffles, int) or n_shuffles < 0:
-        raise ModularityError(f"n_shuffles must be a non-negative integer, got {n_shuffles!r}")
     true = partition(graph, k=k, seed=seed, n_init=n_init, eigen_solver=eigen_solver)
     null = np.asarray(_run_shuffles(graph, k, seed, n_shuffles, n_jobs, n_init, eigen_solver), dtype=np.float64)
     stats = null_statistics(true.ncut, null)
@@ -315,6 +323,7 @@ def _cluster_command(args: argparse.Namespace) -> int:
     from .models import load_checkpoint
     from .utils import sha256_file
 
+    validate.cluster_command(args)
     t0 = time.perf_counter()
     model, meta = load_checkpoint(args.checkpoint)
     graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)

@@ -44,17 +44,15 @@ import pandas as pd
 import scipy.stats
 from statsmodels.stats.multitest import multipletests
 
+from . import validate
 from .errors import ModularityError
 from .utils import rng_for
 
 Side = Literal["left", "right"]
 Ties = Literal["strict", "mid", "conservative"]
 
-TIE_RULES: tuple[str, ...] = ("strict", "mid", "conservative")
-CORRECTION_METHODS: tuple[str, ...] = (
-    "bonferroni", "sidak", "holm-sidak", "holm", "simes-hochberg", "hommel", "fdr_bh", "fdr_by",
-    "fdr_tsbh", "fdr_tsbky",
-)
+TIE_RULES: tuple[str, ...] = validate.TIE_RULES
+CORRECTION_METHODS: tuple[str, ...] = validate.CORRECTION_METHODS
 
 #: Default number of random draws per sub-cluster. With ``n`` draws the smallest rank p-value is
 #: ``1/(n+1)``; Holm across ``m`` sub-clusters needs ``m/(n+1) <= alpha`` for the best one to survive,

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import validate
 from .errors import ModularityError
 from .partition import Partition
 from .utils import rng_for
@@ -45,7 +46,7 @@ class SubCluster:
 
     def __post_init__(self) -> None:
         for name in ("units", "isolated"):
-            arr = np.array(np.sort(np.asarray(getattr(self, name), dtype=np.int64)))
+            arr = np.array(np.sort(validate.unit_indices(getattr(self, name), f"{self.layer}/{self.cluster} {name}")))
             arr.setflags(write=False)
             object.__setattr__(self, name, arr)
         object.__setattr__(self, "cluster", int(self.cluster))

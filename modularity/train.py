@@ -26,10 +26,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import validate
 from .data import Dataset, load_dataset
 from .errors import ModularityError
 from .models import TagSpec, apply_mod_init, build_model, checkpoint_path, save_checkpoint, spec_dict, tag_spec
-from .utils import default_device, rng_for, seed_everything
+from .utils import default_device, rng_for, seed_everything, staged_path
 
 INITIAL_SPARSITY, FINAL_SPARSITY, PRUNE_FREQUENCY, PRUNE_POWER = 0.5, 0.9, 10, 3
 DEFAULT_ROOT = Path("data/checkpoints")
@@ -166,6 +167,7 @@ def train(tag: str, seed: int = 0, out: str | Path | None = None, epochs: int | 
     trains on a seeded random subset of the training set (for quick profiles).
     """
     spec = tag_spec(tag)
+    validate.seed(seed)
     if spec.family == "imagenet":
         raise ModularityError(f"{tag} is an ImageNet model: it is pretrained (torchvision), not trained here")
     epochs = spec.epochs if epochs is None else epochs
@@ -229,10 +231,11 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def _cli(args: argparse.Namespace) -> int:
     import json
 
+    validate.train_command(args)
     paths = train(args.tag, args.seed, args.out, args.epochs, args.pruning_epochs, args.train_subsample,
                   progress=not args.no_progress)
     for phase, path in paths.items():
-        meta = json.loads(path.with_suffix(".json").read_text())
+        meta = json.loads(staged_path(path.with_suffix(".json")).read_text())  # written with the command's outputs
         sp = meta["sparsity"].values()
         print(f"{args.tag} seed {args.seed} {phase}: train acc {meta['train_acc']:.4f}, test acc {meta['test_acc']:.4f}, "
               f"sparsity {min(sp):.3f}-{max(sp):.3f}, {meta['phase_seconds']:.0f} s -> {path}")

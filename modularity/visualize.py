@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import validate
 from .errors import ModularityError
 from .layers import LayerSpec, layer_by_name
 from .utils import default_device, rng_for
@@ -575,8 +576,8 @@ def visualize_subclusters(model: nn.Module, subclusters: Sequence[Any], n_random
     ``(seed, layer, cluster, d)``.
     """
     config = config or VisConfig()
-    if n_random < 1:
-        raise ModularityError(f"n_random must be >= 1, got {n_random}")
+    validate.coherence_options(n_random, config.steps, seed, config.lr, min_size, max_prop)
+    validate.finite_model(model)
     subclusters = list(subclusters)
     for sc in subclusters:
         spec = _visualisable_layer(model, sc.layer)
@@ -692,6 +693,7 @@ def input_coherence(model: nn.Module, subclusters: Sequence[Any], n_random: int 
     :func:`visualize_subclusters` and :func:`coherence_statistics`; the images are available from
     :func:`visualize_subclusters` directly.
     """
+    validate.coherence_options(n_random, steps, seed, lr, min_size, max_prop, correction, ties)
     config = VisConfig(steps=steps, lr=lr, fft=fft, decorrelate=decorrelate,
                        relu_gradient_override=relu_gradient_override, transforms=transforms)
     vis = visualize_subclusters(model, subclusters, n_random, seed, config, min_size=min_size, max_prop=max_prop,
@@ -783,8 +785,9 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-relu-override", action="store_true", help="plain ReLU gradients (no Lucid override)")
     p.add_argument("--pixels", action="store_true", help="pixel parameterisation instead of Fourier")
     p.add_argument("--transforms", action="store_true", help="random jitter/scale/rotation each step")
-    p.add_argument("--correction", default="holm", help="statsmodels multipletests method (default holm)")
-    p.add_argument("--ties", default="strict", choices=("strict", "mid", "conservative"),
+    p.add_argument("--correction", default="holm", choices=validate.CORRECTION_METHODS,
+                   help="statsmodels multipletests method (default holm)")
+    p.add_argument("--ties", default="strict", choices=validate.TIE_RULES,
                    help="how a random image with exactly the true value counts (modularity.stats; default strict)")
     p.add_argument("--batch-size", type=int, default=256, help="images optimised at once (memory, not results)")
     p.add_argument("--out", type=Path, default=None,
@@ -799,6 +802,7 @@ def _cli(args: argparse.Namespace) -> int:
     from .subclusters import subclusters
     from .utils import atomic_path, write_json_atomic, write_text_atomic
 
+    validate.coherence_command(args)
     model, meta = load_checkpoint(args.checkpoint)
     out = args.out or args.checkpoint.parent / f"coherence-{args.checkpoint.stem}-k{args.k}"
     part = partition(graph_of(model), k=args.k, seed=args.seed)
