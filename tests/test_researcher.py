@@ -1,0 +1,194 @@
+"""What a researcher sees: a cheap import, a fast ``--help``, progress bars that stay out of logs,
+global ``--device`` / ``--no-progress`` options and invalid options refused at once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "pandas", "scipy", "sklearn", "matplotlib")
+
+
+def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=full)
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "modularity", *args], capture_output=True, text=True, cwd=REPO,
+                          env=full)
+
+
+def test_import_loads_no_heavy_dependency() -> None:
+    out = _python(f"import sys, modularity; print([m for m in {HEAVY!r} if m in sys.modules])")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_loads_no_heavy_dependency() -> None:
+    code = (f"import sys; from modularity import cli; sys.argv = ['x', '--help']\n"
+            f"try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules])")
+    out = _python(code)
+    assert "LOADED []" in out.stdout, out.stdout[-300:] + out.stderr
+
+
+def test_public_functions_stay_functions_after_their_module_is_imported() -> None:
+    code = ("import modularity as m, importlib, types\n"
+            "for name in ('partition', 'train', 'importance', 'subclusters'):\n"
+            "    mod = importlib.import_module('modularity.' + name)\n"
+            "    assert isinstance(mod, types.ModuleType), name\n"
+            "    assert callable(getattr(m, name)) and not isinstance(getattr(m, name), types.ModuleType), name\n"
+            "    assert getattr(m, name) is getattr(mod, name), name\n"
+            "from modularity.partition import ncut\n"
+            "assert m.ncut is ncut and m.stats.rank_pvalue\n"
+            "print('ok')")
+    out = _python(code)
+    assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_static_command_helps_match_the_modules() -> None:
+    """``--help`` lists commands without importing them; its texts must be the modules' own."""
+    from modularity import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    assert helps == {name: text for name, (_, text) in cli.COMMANDS.items()}
+    for name, (module, _) in cli.COMMANDS.items():
+        lazy = cli.build_parser(name, lazy=True)
+        lazy_sub = next(a for a in lazy._actions if isinstance(a, argparse._SubParsersAction))
+        assert lazy_sub.choices[name].format_help() == sub.choices[name].format_help(), (name, module)
+
+
+# ------------------------------------------------------------------------------------------------ progress
+
+
+def test_progress_is_off_without_a_terminal_and_by_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modularity import progress
+
+    class Tty:
+        def isatty(self) -> bool:
+            return True
+
+        def write(self, s: str) -> int:
+            return len(s)
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.delenv(progress.ENV, raising=False)
+    monkeypatch.setattr(sys, "stderr", Tty())
+    assert progress.enabled() and progress.enabled(True) and not progress.enabled(False)
+    monkeypatch.setenv(progress.ENV, "0")
+    assert not progress.enabled() and not progress.enabled(True)
+    monkeypatch.setattr(sys, "stderr", open(os.devnull, "w"))  # noqa: SIM115 - closed by the GC
+    monkeypatch.delenv(progress.ENV)
+    assert not progress.enabled()
+    monkeypatch.setenv(progress.ENV, "1")
+    assert progress.enabled() and not progress.enabled(False)
+    b = progress.bar(range(3), progress=False)
+    assert b.disable and list(b) == [0, 1, 2]
+
+
+def test_forced_progress_bar_reaches_stderr_of_the_shuffle_null() -> None:
+    code = ("import numpy as np\nfrom modularity.partition import _run_shuffles\n"
+            "import modularity.partition as _\n"
+            "from tests.test_partition import _reference_test_graph\n"
+            "g = _reference_test_graph()\n"
+            "print(len(_run_shuffles(g, 2, 0, 3, 1, 2, 'arpack')))")
+    on = _python(code, {"MODULARITY_PROGRESS": "1"})
+    off = _python(code, {"MODULARITY_PROGRESS": "0"})
+    assert on.stdout.strip() == off.stdout.strip() == "3", on.stderr[-500:]
+    assert "shuffle null k=2" in on.stderr and "/3 [" in on.stderr
+    assert "shuffle null" not in off.stderr
+
+
+def test_importance_prints_per_layer_not_cumulative_times(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    import torch
+
+    from modularity import importance, partition, subclusters
+    from modularity.graph import graph_of
+    from modularity.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("DIGITS").eval()
+    x, y = torch.rand(60, 64), torch.arange(60) % 10
+    subs = subclusters(partition(graph_of(model), k=4, seed=0))
+    importance(model, subs, (x, y), n_random=3, seed=0, progress=True)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "lesions in" in ln]
+    assert len(lines) == len({s.layer for s in subs})
+    assert all(re.fullmatch(r"  hidden\d: \d+ lesions in \d+\.\d s", ln) for ln in lines), lines
+
+
+# ------------------------------------------------------------------------------------------------ CLI options
+
+
+@pytest.mark.parametrize("command", ["data", "train", "cluster", "importance", "coherence"])
+def test_bogus_device_fails_fast_with_one_line(command: str) -> None:
+    t0 = time.perf_counter()
+    out = _cli("--device", "bogus", command)
+    elapsed = time.perf_counter() - t0
+    assert out.returncode == 2
+    last = out.stderr.strip().splitlines()[-1]
+    assert "invalid choice: 'bogus'" in last and "--device" in last
+    assert elapsed < 1.0, elapsed  # the interpreter start included: the parse loads no torch
+
+
+@pytest.mark.parametrize("command", ["cluster", "importance", "coherence"])
+def test_bad_subcommand_option_fails_fast(command: str) -> None:
+    t0 = time.perf_counter()
+    out = _cli(command, "ckpt.pt", "--k", "twelve")
+    elapsed = time.perf_counter() - t0
+    assert out.returncode == 2 and "invalid int value: 'twelve'" in out.stderr.strip().splitlines()[-1]
+    assert elapsed < 10, elapsed  # imports this command's module (torch) but runs nothing
+
+
+def test_global_options_parse_and_set_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modularity import cli
+
+    monkeypatch.delenv("MODULARITY_PROGRESS", raising=False)
+    monkeypatch.setenv("MODULARITY_DEVICE", "cuda")
+    seen: dict[str, str | None] = {}
+
+    def fake(args: argparse.Namespace) -> int:
+        seen.update(progress=os.environ.get("MODULARITY_PROGRESS"), device=os.environ.get("MODULARITY_DEVICE"))
+        return 0
+
+    parser = cli.build_parser("data", lazy=True)
+    args = parser.parse_args(["--no-progress", "--device", "cpu", "data", "status"])
+    assert args.global_no_progress and args.device == "cpu" and args.command == "data"
+    args.func = fake
+    cli._apply_globals(args)
+    fake(args)
+    assert seen == {"progress": "0", "device": "cpu"}
+    cli._apply_globals(parser.parse_args(["--device", "auto", "data", "status"]))
+    assert "MODULARITY_DEVICE" not in os.environ
+
+
+def test_device_cuda_without_cuda_is_a_one_line_error() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = _cli("--device", "cuda", "data", "status")
+    assert out.returncode == 2 and out.stderr.startswith("error: --device cuda") and out.stderr.count("\n") == 1
+
+
+def test_default_device_follows_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modularity import cli
+    from modularity.utils import default_device
+
+    monkeypatch.delenv("MODULARITY_DEVICE", raising=False)
+    cli._apply_globals(cli.build_parser("train", lazy=True).parse_args(["--device", "cpu", "train", "--tag", "X"]))
+    assert default_device().type == "cpu"
