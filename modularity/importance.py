@@ -358,7 +358,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def output_paths(checkpoint: Path, k: int, seed: int, out: Path | None = None) -> dict[str, Path]:
     """Where ``importance`` writes its files."""
     folder = out if out is not None else checkpoint.parent
-    stem = f"{checkpoint.stem}-k{k}-seed{seed}"
+    from .naming import cli_stem
+
+    stem = cli_stem(checkpoint, k, seed)
     return {"csv": folder / f"{stem}-importance.csv", "json": folder / f"{stem}-importance.json",
             "npz": folder / f"{stem}-lesion-counts.npz", "plot": folder / f"{stem}-importance.png",
             "per_class": folder / f"{stem}-per-class.png"}

@@ -311,7 +311,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def output_paths(checkpoint: Path, k: int, seed: int, out: Path | None = None) -> tuple[Path, Path]:
     """Where ``cluster`` writes its labels CSV and JSON summary."""
     folder = out if out is not None else checkpoint.parent
-    stem = f"{checkpoint.stem}-k{k}-seed{seed}"
+    from .naming import cli_stem
+
+    stem = cli_stem(checkpoint, k, seed)
     return folder / f"{stem}-labels.csv", folder / f"{stem}-summary.json"
 
 

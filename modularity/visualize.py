@@ -795,19 +795,20 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="how a random image with exactly the true value counts (modularity.stats; default strict)")
     p.add_argument("--batch-size", type=int, default=256, help="images optimised at once (memory, not results)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: <checkpoint folder>/coherence-<pruned|unpruned>-k<K>)")
+                   help="output folder (default: <checkpoint folder>/<pruned|unpruned>-k<K>-seed<S>-coherence)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:
     from .graph import graph_of
     from .models import load_checkpoint
+    from .naming import cli_output
     from .partition import partition
     from .subclusters import subclusters
     from .utils import atomic_path, write_json_atomic, write_text_atomic
 
     model, meta = load_checkpoint(args.checkpoint)
-    out = args.out or args.checkpoint.parent / f"coherence-{args.checkpoint.stem}-k{args.k}"
+    out = args.out or cli_output(args.checkpoint, "coherence", args.k, args.seed)
     part = partition(graph_of(model), k=args.k, seed=args.seed)
     config = VisConfig(steps=args.steps, lr=args.lr, fft=not args.pixels,
                        relu_gradient_override=not args.no_relu_override,

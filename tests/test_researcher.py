@@ -192,3 +192,54 @@ def test_default_device_follows_the_option(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.delenv("MODULARITY_DEVICE", raising=False)
     cli._apply_globals(cli.build_parser("train", lazy=True).parse_args(["--device", "cpu", "train", "--tag", "X"]))
     assert default_device().type == "cpu"
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+
+
+def test_effect_formatting() -> None:
+    from benchmark.formatting import fmt_factor, fmt_log_effect, fmt_log_effect_factor
+
+    assert fmt_factor(1.1652) == "1.17" and fmt_factor(8.024e54) == "10^54.9" and fmt_factor(float("inf")) == "inf"
+    assert fmt_factor(float("nan")) == "–" and fmt_factor(None) == "–" and fmt_factor(3.2e-7) == "10^-6.5"
+    assert fmt_log_effect(0.3512, 0.1234, 0.6101) == "0.35 [0.12, 0.61]"
+    assert fmt_log_effect(0.5) == "0.50" and fmt_log_effect(float("nan"), 0, 1) == "–"
+    assert fmt_log_effect(2.0, float("nan"), float("inf")) == "2.00 [–, inf]"
+    assert fmt_log_effect_factor(0.0, -0.1, 0.1) == "×1 [0.905, 1.11]"
+    assert fmt_log_effect_factor(78.5) == "×10^34.1"
+
+
+# ------------------------------------------------------------------------------------------------ naming
+
+
+def test_pipeline_result_dir_is_the_shared_output_dir() -> None:
+    from benchmark.plan import result_dir
+    from modularity.naming import cli_output, cli_stem, output_dir
+
+    root = Path("data/benchmark/default")
+    for pruned in (False, True):
+        assert result_dir(root, "importance", "MNIST+DROPOUT", 2, pruned) == output_dir(
+            root / "results", "importance", "MNIST+DROPOUT", 2, pruned)
+    assert output_dir("r", "cluster", "MNIST", 0, True, k=12) == Path("r/MNIST/seed0/pruned/cluster/k12")
+    ckpt = Path("data/checkpoints/MNIST/seed0/pruned.pt")
+    assert cli_stem(ckpt, 12, 3) == "pruned-k12-seed3"
+    assert cli_output(ckpt, "coherence", 12, 3) == Path("data/checkpoints/MNIST/seed0/pruned-k12-seed3-coherence")
+    assert cli_output(ckpt, "coherence", 12, 3, out="o") == Path("o/pruned-k12-seed3-coherence")
+
+
+def test_commands_put_k_and_seed_in_their_default_outputs(tmp_path: Path) -> None:
+    from modularity import cli
+    from modularity.importance import output_paths as importance_paths
+    from modularity.models import build_model, save_checkpoint
+    from modularity.partition import output_paths as cluster_paths
+
+    ckpt = tmp_path / "DIGITS" / "seed0" / "pruned.pt"
+    save_checkpoint(build_model("DIGITS").eval(), ckpt, {"tag": "DIGITS", "seed": 0, "pruned": True})
+    assert cluster_paths(ckpt, 4, 1)[0].name == "pruned-k4-seed1-labels.csv"
+    assert importance_paths(ckpt, 4, 1)["csv"].name == "pruned-k4-seed1-importance.csv"
+    for seed in (0, 1):
+        args = ["coherence", str(ckpt), "--k", "6", "--seed", str(seed), "--steps", "1", "--n-random", "1",
+                "--min-size", "1"]
+        assert cli.main(args) == 0
+    assert sorted(p.name for p in ckpt.parent.iterdir() if p.is_dir()) == ["pruned-k6-seed0-coherence",
+                                                                          "pruned-k6-seed1-coherence"]
