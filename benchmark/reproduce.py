@@ -296,6 +296,9 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
     from .report import write_report
 
     write_report(cmps, profile, report_dir)
+    from .figures import paper_figures  # the paper's figure types at k = 12 (benchmark/figures.py)
+
+    print("figures: " + ", ".join(f.name for f in paper_figures(profile, root, report_dir / "figures")))
     for c in cmps:
         counts = c.rows["verdict"].value_counts().to_dict()
         print(f"{c.table.name}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
