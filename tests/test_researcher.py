@@ -243,3 +243,29 @@ def test_commands_put_k_and_seed_in_their_default_outputs(tmp_path: Path) -> Non
         assert cli.main(args) == 0
     assert sorted(p.name for p in ckpt.parent.iterdir() if p.is_dir()) == ["pruned-k6-seed0-coherence",
                                                                           "pruned-k6-seed1-coherence"]
+
+
+# ------------------------------------------------------------------------------------------------ docs
+
+
+def test_reading_results_page_code_and_examples_are_true(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/reading-results.md: its Python block runs, and every "`call` gives `text`" example holds."""
+    import re
+
+    import pandas as pd
+
+    import benchmark.formatting as fmt
+
+    text = (REPO / "docs" / "reading-results.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert blocks
+    table = pd.DataFrame({"proportion": [0.1, 0.5], "acc_drop": [0.02, 0.3], "random_acc_drop_mean": [0.01, 0.1],
+                          "category": ["other", "important"]})
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(block, {"table": table})  # noqa: S102 - the documentation's own example
+    assert (tmp_path / "drop.png").exists()
+    examples = re.findall(r"`(fmt_\w+\([^`]*\))` gives\s+`([^`]*)`", text)
+    assert len(examples) == 3
+    for call, expected in examples:
+        assert eval(call, vars(fmt)) == expected, call  # noqa: S307
