@@ -68,14 +68,15 @@ def drop_vs_proportion(ax: Any, table: Any, title: str = "", legend: bool = True
                    color=CATEGORY_COLOURS.get(str(cat), "tab:blue"), s=22, alpha=0.9, zorder=2,
                    edgecolors="white", linewidths=0.4)
     ax.axhline(0.0, color="0.8", lw=0.6)
-    ax.set_xlim(0, max(1.0, float(np.nanmax(table["proportion"])) if len(table) else 1.0) * 1.02)
+    widest = float(np.nanmax(table["proportion"])) if len(table) else 1.0
+    ax.set_xlim(0, min(1.0, widest * 1.1 + 0.01) * 1.02)
     ax.set_xlabel("proportion of the layer", fontsize=8)
     ax.set_ylabel("accuracy drop (pp)", fontsize=8)
     ax.tick_params(labelsize=7)
     if title:
         ax.set_title(title, fontsize=8)
     if legend:
-        ax.legend(fontsize=6, frameon=False, loc="upper left")
+        ax.legend(fontsize=6, frameon=False, loc="best")
 
 
 def per_class(ax: Any, true: np.ndarray, random: np.ndarray, unlesioned: np.ndarray, class_sizes: np.ndarray,
