@@ -66,3 +66,15 @@ def fmt_log_effect_factor(value: float | None, low: float | None = None, high: f
     if not (_missing(low) and _missing(high)):
         text += f" [{one(low)}, {one(high)}]"
     return text
+
+
+def fmt_effect_pair(factor: float | None, log_effect: float | None, low: float | None = None,
+                    high: float | None = None) -> str:
+    """The reference's factor beside the robust log effect: ``10^54.9; log 3.41 [2.10, 4.02]``.
+
+    A table cell for ``effect_*`` columns (``benchmark.report``); either part may be missing.
+    """
+    left, right = fmt_factor(factor), fmt_log_effect(log_effect, low, high)
+    if right == DASH:
+        return left
+    return f"{left}; log {right}"

@@ -207,6 +207,10 @@ def test_effect_formatting() -> None:
     assert fmt_log_effect(2.0, float("nan"), float("inf")) == "2.00 [–, inf]"
     assert fmt_log_effect_factor(0.0, -0.1, 0.1) == "×1 [0.905, 1.11]"
     assert fmt_log_effect_factor(78.5) == "×10^34.1"
+    from benchmark.formatting import fmt_effect_pair
+
+    assert fmt_effect_pair(8.024e54, 3.412, 2.1, 4.02) == "10^54.9; log 3.41 [2.10, 4.02]"
+    assert fmt_effect_pair(1.165, float("nan")) == "1.17" and fmt_effect_pair(None, 0.5) == "–; log 0.50"
 
 
 # ------------------------------------------------------------------------------------------------ naming
