@@ -10,10 +10,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from modularity.utils import atomic_path, write_text_atomic
+from modularity.utils import write_text_atomic
 
 from .compare import TableComparison
 from .plan import Column, Profile
@@ -155,42 +154,11 @@ def table_latex(cmp: TableComparison) -> str:
 
 
 def figure(cmp: TableComparison, path: Path, k: int = 12) -> Path | None:
-    """Reproduced against paper value at ``k``, one panel per median column that has paper values."""
-    import matplotlib
+    """Reproduced against paper value at ``k``, one panel per median column that has paper values
+    (:func:`benchmark.figures.comparison_figure`: family by marker, agreement band, log axes)."""
+    from .figures import comparison_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    long = cmp.long[(cmp.long["k"] == k)]
-    cols = [c for c in cmp.table.columns if c.stat == "median"
-            and long[(long["column"] == c.name)][["ours", "paper"]].notna().all(axis=1).any()]
-    if not cols:
-        return None
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 3.3), squeeze=False)
-    for ax, col in zip(axes[0], cols, strict=True):
-        d = long[(long["column"] == col.name)].dropna(subset=["ours", "paper"])
-        d = d[np.isfinite(d["ours"]) & np.isfinite(d["paper"])]
-        is_p = "p_" in col.key or col.key == "percentile"
-        for pruned, marker in ((False, "o"), (True, "s")):
-            sel = d[d["pruned"] == pruned]
-            ax.scatter(sel["paper"], sel["ours"], marker=marker, s=22, label=yes_no(pruned), alpha=0.8)
-        if len(d):
-            lo, hi = float(min(d["ours"].min(), d["paper"].min())), float(max(d["ours"].max(), d["paper"].max()))
-            if is_p and lo > 0:
-                ax.set_xscale("log")
-                ax.set_yscale("log")
-            ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--")
-        ax.set_title(col.label, fontsize=9)
-        ax.set_xlabel("paper", fontsize=8)
-        ax.set_ylabel("reproduced", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{cmp.table.title} (k = {k})", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return comparison_figure(cmp, path, k)
 
 
 # --------------------------------------------------------------------------------------------------

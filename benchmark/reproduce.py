@@ -303,6 +303,12 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
     from .report import write_report
 
     write_report(cmps, profile, report_dir)
+    from .figures import paper_figures  # the paper's figure types at k = 12 (benchmark/figures.py)
+
+    try:
+        print("figures: " + ", ".join(f.name for f in paper_figures(profile, root, report_dir / "figures")))
+    except ModularityError as exc:  # the tables stand without the figures; say why they are missing
+        print(f"figures not drawn: {exc}", file=sys.stderr)
     for c in cmps:
         counts = c.rows["verdict"].value_counts().to_dict()
         print(f"{c.table.name}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))

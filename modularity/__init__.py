@@ -2,10 +2,15 @@
 
 Data flows model -> graph -> partition -> sub-clusters -> importance / coherence -> statistics ->
 tables. See README.md for the public API.
+
+Importing the package is cheap: every public name is resolved on first use (PEP 562), so
+``import modularity`` and ``python -m modularity --help`` do not load torch, pandas or scipy.
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from importlib import import_module
 from typing import Any
 
@@ -45,14 +50,27 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-# Functions that share their name with the module defining them (``modularity.partition`` is both a
-# module and a function) are bound eagerly: otherwise the first ``import modularity.partition``
-# anywhere would replace the function attribute with the module. ``from modularity.partition import
-# ncut`` still reaches the module through ``sys.modules``.
-from .importance import importance  # noqa: E402, F401
-from .partition import partition  # noqa: E402, F401
-from .subclusters import subclusters  # noqa: E402, F401
-from .train import train  # noqa: E402, F401
+#: Public functions that share their name with the module defining them (``modularity.partition`` is
+#: both a module and a function). The package attribute is always the function.
+_SHADOWED = frozenset(name for name, module in _EXPORTS.items() if module == f"{__name__}.{name}")
+
+
+class _Package(types.ModuleType):
+    """The package's module type: keeps ``modularity.<name>`` the function for :data:`_SHADOWED` names.
+
+    When ``modularity.partition`` (the module) is first imported, the import system binds it as an
+    attribute of the package, which would hide the function ``partition``. This ``__setattr__`` binds
+    the module's function instead; ``from modularity.partition import ncut`` and
+    ``importlib.import_module("modularity.partition")`` still reach the module through ``sys.modules``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
@@ -61,3 +79,7 @@ def __getattr__(name: str) -> Any:
     if name == "stats":
         return import_module("modularity.stats")
     raise AttributeError(f"module 'modularity' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, "stats"})

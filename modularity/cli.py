@@ -29,6 +29,15 @@ COMMAND_MODULES = (
     "modularity.visualize",
 )
 
+#: Sub-command -> (module that registers it, its one-line help). ``--help`` lists these without
+#: importing the modules (they import torch); tests/test_cli.py checks the helps match the modules'.
+COMMANDS = {
+    "data": ("modularity.data", "prepare and check datasets"),
+    "train": ("modularity.train", "train a tag's network and prune it (two checkpoints)"),
+    "cluster": ("modularity.partition", "partition a checkpoint's weight graph; optional shuffle null"),
+    "importance": ("modularity.importance", "lesion tests of a checkpoint's sub-clusters (importance, output coherence)"),
+    "coherence": ("modularity.visualize", "input coherence of a checkpoint's sub-clusters (feature visualisation)"),
+}
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a refused argument is one line (``prog: error: ... (see prog --help)``), exit 2."""
@@ -37,16 +46,52 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def build_parser(command: str | None = None, lazy: bool = False) -> argparse.ArgumentParser:
+    """The parser; with ``lazy``, only ``command``'s module is imported (the others get a stub parser)."""
     parser = OneLineParser(prog="python -m modularity", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                         help="torch intra-op threads (default: torch's choice). On a small machine that "
                              "runs other jobs, 1 is often fastest: a thread waiting for a busy core stalls "
                              "every small operation (lesions ran ~4x slower with 2 threads here)")
+    parser.add_argument("--device", choices=DEVICES, default=None,
+                        help="where tensors run (default: $MODULARITY_DEVICE, else CUDA when available)")
+    parser.add_argument("--no-progress", dest="global_no_progress", action="store_true",
+                        help="no progress bars (also: MODULARITY_PROGRESS=0; bars are off when stderr is not a terminal)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
+    registered = set()
     for name in COMMAND_MODULES:
-        import_module(name).add_cli(sub)
+        if not lazy or any(mod == name and cmd == command for cmd, (mod, _) in COMMANDS.items()):
+            import_module(name).add_cli(sub)
+            registered.update(sub.choices)
+    for cmd, (_, text) in COMMANDS.items():
+        if lazy and cmd not in registered:
+            sub.add_parser(cmd, help=text, add_help=False)
     return parser
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is one), else None."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
+def _apply_globals(args: argparse.Namespace) -> None:
+    """``--device`` and ``--no-progress`` act through the environment the library reads."""
+    import os
+
+    if args.global_no_progress:
+        os.environ["MODULARITY_PROGRESS"] = "0"
+    if args.device == "auto":
+        os.environ.pop("MODULARITY_DEVICE", None)
+    elif args.device is not None:
+        if args.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ModularityError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+        os.environ["MODULARITY_DEVICE"] = args.device
 
 
 def _positive_int(text: str) -> int:
@@ -77,9 +122,9 @@ def _terminate_cleanly() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .utils import staged_outputs
-
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    build_parser(None, lazy=True).parse_known_args(argv)  # global options checked before torch is imported
+    parser = build_parser(_command_of(argv), lazy=True)
     args = parser.parse_args(argv)
     if args.threads is not None:
         import torch
@@ -87,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     _terminate_cleanly()
     try:
+        _apply_globals(args)
+        from .utils import staged_outputs
+
         with staged_outputs():
             result = args.func(args)
     except ModularityError as exc:

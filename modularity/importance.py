@@ -160,7 +160,11 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
     true = np.zeros((len(subs), n_classes), dtype=np.int64)
     rand = np.zeros((int(n_random), len(subs), n_classes), dtype=np.int64)
     exact = 0
+    from .progress import bar
+
+    lesions = bar(desc="lesions", total=sum(1 + (d is not None) * int(n_random) for d in draws), unit="lesion")
     for layer in dict.fromkeys(sc.layer for sc in subs):
+        t_layer = time.perf_counter()
         idx = [i for i, sc in enumerate(subs) if sc.layer == layer]
         sets: list[np.ndarray] = [subs[i].units for i in idx]
         for i in idx:
@@ -176,8 +180,10 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
             if draws[i] is not None:
                 rand[:, i] = counts[pos:pos + n_random]
                 pos += n_random
+        lesions.update(len(sets))
         if progress:
-            print(f"  {layer}: {len(sets)} lesions ({time.perf_counter() - t0:.0f} s)", flush=True)
+            lesions.write(f"  {layer}: {len(sets)} lesions in {time.perf_counter() - t_layer:.1f} s")
+    lesions.close()
 
     keep = np.flatnonzero(tested)
     summ = stats.lesion_summary(unl, true[keep], rand[:, keep], sizes, ties=ties, correction=correction,
@@ -359,7 +365,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def output_paths(checkpoint: Path, k: int, seed: int, out: Path | None = None) -> dict[str, Path]:
     """Where ``importance`` writes its files."""
     folder = out if out is not None else checkpoint.parent
-    stem = f"{checkpoint.stem}-k{k}-seed{seed}"
+    from .naming import cli_stem
+
+    stem = cli_stem(checkpoint, k, seed)
     return {"csv": folder / f"{stem}-importance.csv", "json": folder / f"{stem}-importance.json",
             "npz": folder / f"{stem}-lesion-counts.npz", "plot": folder / f"{stem}-importance.png",
             "per_class": folder / f"{stem}-per-class.png"}

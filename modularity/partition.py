@@ -279,14 +279,18 @@ def clusterability(model_or_graph: nn.Module | WeightGraph, k: int = 12, n_shuff
 
 def _run_shuffles(graph: WeightGraph, k: int, seed: int, n: int, n_jobs: int, n_init: int | None,
                   eigen_solver: EigenSolver) -> list[float]:
+    from .progress import bar
+
     if n == 0:
         return []
     if n_jobs == 1:
-        return [_shuffled_ncut(graph, k, seed, i, n_init, eigen_solver) for i in range(n)]
+        return [_shuffled_ncut(graph, k, seed, i, n_init, eigen_solver)
+                for i in bar(range(n), desc=f"shuffle null k={k}", unit="shuffle")]
     from joblib import Parallel, delayed
 
-    return Parallel(n_jobs=n_jobs)(delayed(_shuffled_ncut)(graph, k, seed, i, n_init, eigen_solver)
-                                   for i in range(n))
+    jobs = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_shuffled_ncut)(graph, k, seed, i, n_init, eigen_solver)
+                                                          for i in range(n))
+    return list(bar(jobs, desc=f"shuffle null k={k}", total=n, unit="shuffle"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -315,7 +319,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
 def output_paths(checkpoint: Path, k: int, seed: int, out: Path | None = None) -> tuple[Path, Path]:
     """Where ``cluster`` writes its labels CSV and JSON summary."""
     folder = out if out is not None else checkpoint.parent
-    stem = f"{checkpoint.stem}-k{k}-seed{seed}"
+    from .naming import cli_stem
+
+    stem = cli_stem(checkpoint, k, seed)
     return folder / f"{stem}-labels.csv", folder / f"{stem}-summary.json"
 
 

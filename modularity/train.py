@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from . import validate
 from .data import Dataset, load_dataset
 from .errors import ModularityError
 from .models import TagSpec, apply_mod_init, build_model, checkpoint_path, save_checkpoint, spec_dict, tag_spec
+from .progress import bar as progress_bar
 from .utils import default_device, rng_for, seed_everything, staged_path
 
 INITIAL_SPARSITY, FINAL_SPARSITY, PRUNE_FREQUENCY, PRUNE_POWER = 0.5, 0.9, 10, 3
@@ -107,7 +107,7 @@ def _run_phase(model: nn.Module, spec: TagSpec, data: Dataset, epochs: int, gen:
     weights = prunable_weights(model)
     masks: dict[str, torch.Tensor] = {}
     model.train()
-    bar = tqdm(total=end_step, desc=desc, disable=not progress, unit="step", leave=False)
+    bar = progress_bar(total=end_step, desc=desc, progress=progress, unit="step")
     step = 0
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen)

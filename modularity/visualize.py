@@ -419,12 +419,16 @@ def visualize_sets(model: nn.Module, targets: Sequence[tuple[str, Any]], keys: S
     n = len(checked)
     chunk = n if batch_size is None else batch_size
     images, rows = [], []
+    from .progress import bar
+
+    steps = bar(desc=f"feature visualisation ({n} images)", total=config.steps * math.ceil(n / chunk), unit="step")
     for start in range(0, n, chunk):
         idx = list(range(start, min(n, start + chunk)))
         imgs, acts, logits = _optimise_chunk(net, [checked[i] for i in idx], [keys[i] for i in idx], seed,
-                                             config, shape, device, specs_by_name, input_transform)
+                                             config, shape, device, specs_by_name, input_transform, steps.update)
         images.append(imgs)
         rows.append(_image_rows([checked[i] for i in idx], acts, logits))
+    steps.close()
     table = pd.concat(rows, ignore_index=True)
     return FeatureVisualisation(np.concatenate(images), table, config, seed)
 
@@ -446,8 +450,9 @@ def _optimise_chunk(net: nn.Module, targets: list[tuple[str, np.ndarray]], keys:
                     config: VisConfig, shape: tuple[int, int, int], device: torch.device,
                     specs_by_name: dict[str, LayerSpec],
                     input_transform: Callable[[torch.Tensor], torch.Tensor] | None,
+                    on_step: Callable[[], Any] | None = None,
                     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """Optimise one batch of images; returns (images, activations reached, logits)."""
+    """Optimise one batch of images; returns (images, activations reached, logits). ``on_step``: progress."""
     b = len(targets)
     layers = list(dict.fromkeys(layer for layer, _ in targets))  # in order of first appearance
     specs = [specs_by_name[name] for name in layers]
@@ -477,6 +482,8 @@ def _optimise_chunk(net: nn.Module, targets: list[tuple[str, np.ndarray]], keys:
         acts, _ = capture(img, need_logits=False)
         (-objective(acts).sum()).backward()  # summed, not averaged: images stay independent
         opt.step()
+        if on_step is not None:
+            on_step()
     with torch.no_grad():
         img = param()
         acts, logits = capture(img, need_logits=True)
@@ -791,20 +798,21 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                    help="how a random image with exactly the true value counts (modularity.stats; default strict)")
     p.add_argument("--batch-size", type=int, default=256, help="images optimised at once (memory, not results)")
     p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: <checkpoint folder>/coherence-<pruned|unpruned>-k<K>)")
+                   help="output folder (default: <checkpoint folder>/<pruned|unpruned>-k<K>-seed<S>-coherence)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:
     from .graph import graph_of
     from .models import load_checkpoint
+    from .naming import cli_output
     from .partition import partition
     from .subclusters import subclusters
     from .utils import atomic_path, write_json_atomic, write_text_atomic
 
     validate.coherence_command(args)
     model, meta = load_checkpoint(args.checkpoint)
-    out = args.out or args.checkpoint.parent / f"coherence-{args.checkpoint.stem}-k{args.k}"
+    out = args.out or cli_output(args.checkpoint, "coherence", args.k, args.seed)
     part = partition(graph_of(model), k=args.k, seed=args.seed)
     config = VisConfig(steps=args.steps, lr=args.lr, fft=not args.pixels,
                        relu_gradient_override=not args.no_relu_override,
