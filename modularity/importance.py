@@ -99,7 +99,7 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
                seed: int = 0, correction: str = "holm", before_batchnorm: bool = False, *,
                ties: str = "strict", alpha: float = 0.05, exclude_isolated: Any = True,
                complete: str = "skip", max_memory: int = DEFAULT_MAX_MEMORY,
-               progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+               progress: bool = False, require_above_chance: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Lesion tests of every sub-cluster against random same-size sets of its layer.
 
     Args:
@@ -115,6 +115,9 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         exclude_isolated: forwarded to ``random_sets``: True (the reference's lesion draws) draws only
             units that are not isolated in the graph.
         complete: handling of whole-layer sub-clusters: "skip", "error" or "include" (module doc).
+        require_above_chance: refuse a network whose intact balanced accuracy is not above chance
+            (``validate.above_chance``: its lesion tests would measure noise). False for random-weight
+            networks in tests and for checking the machinery.
 
     Returns:
         ``(table, summary)``. ``table`` has one row per sub-cluster with the columns :data:`COLUMNS`
@@ -156,7 +159,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
              for sc, t in zip(subs, tested, strict=True)]
     unl = unlesioned_counts(model, x, y)
     sizes = class_sizes(y.cpu().numpy(), n_classes)
-    validate.above_chance(unl, sizes, f"the intact {type(model).__name__}")
+    if require_above_chance:
+        validate.above_chance(unl, sizes, f"the intact {type(model).__name__}")
     true = np.zeros((len(subs), n_classes), dtype=np.int64)
     rand = np.zeros((int(n_random), len(subs), n_classes), dtype=np.int64)
     exact = 0

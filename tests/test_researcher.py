@@ -128,7 +128,7 @@ def test_importance_prints_per_layer_not_cumulative_times(capsys: pytest.Capture
     model = build_model("DIGITS").eval()
     x, y = torch.rand(60, 64), torch.arange(60) % 10
     subs = subclusters(partition(graph_of(model), k=4, seed=0))
-    importance(model, subs, (x, y), n_random=3, seed=0, progress=True)
+    importance(model, subs, (x, y), n_random=3, seed=0, progress=True, require_above_chance=False)
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "lesions in" in ln]
     assert len(lines) == len({s.layer for s in subs})
     assert all(re.fullmatch(r"  hidden\d: \d+ lesions in \d+\.\d s", ln) for ln in lines), lines
@@ -167,7 +167,7 @@ def test_bad_subcommand_option_fails_before_any_work(command: str, monkeypatch: 
         cli.main([command, "ckpt.pt", "--k", "twelve"])
     assert exc.value.code == 2 and calls == []
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].endswith("argument --k: invalid int value: 'twelve'")
+    assert len(err) == 1 and "argument --k: invalid int value: 'twelve'" in err[-1]
 
 
 def test_global_options_parse_and_set_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
