@@ -118,7 +118,7 @@ def validate_column(analysis: str, key: str, stat: str, criterion: dict, where: 
         raise ModularityError(f"{where}: column {key!r}: criterion {kind!r} needs {', '.join(missing)}")
     if kind == "replicates" and stat != "n_significant":
         raise ModularityError(f"{where}: column {key!r}: criterion 'replicates' needs stat n_significant")
-    allowed = {"kind", "abs", "sd", "factor", "center", "alpha", "within"}
+    allowed = {"kind", "abs", "sd", "factor", "center", "alpha"}
     unknown = sorted(set(criterion) - allowed)
     if unknown:
         raise ModularityError(f"{where}: column {key!r}: unknown criterion parameter(s) {', '.join(unknown)}")
