@@ -444,8 +444,9 @@ def undefined_range_lines(path: Path = RAW_LESION) -> list[str]:
             "ranges as ties); a profile chooses another rule with `importance: {undefined_ranges: mid}`.", ""]
 
 
-def write_report(cmps: list[TableComparison], profile: Profile, out: Path, extra: list[str] | None = None) -> list[Path]:
-    """Write every table (md, csv, tex), the figures and the summary under ``out``; returns the paths."""
+def write_report(cmps: list[TableComparison], profile: Profile, out: Path, extra: list[str] | None = None,
+                 figures: bool = True) -> list[Path]:
+    """Write every table (md, csv, tex), the figures (unless ``figures=False``) and the summary under ``out``."""
     written = []
     for cmp in cmps:
         name = cmp.table.name
@@ -454,7 +455,7 @@ def write_report(cmps: list[TableComparison], profile: Profile, out: Path, extra
                            (out / "tables" / f"{name}.tex", table_latex(cmp))):
             write_text_atomic(path, text)
             written.append(path)
-        for k in sorted(cmp.rows[cmp.rows["verdict"] != "skipped"]["k"].unique()):
+        for k in sorted(cmp.rows[cmp.rows["verdict"] != "skipped"]["k"].unique()) if figures else ():
             fig = figure(cmp, out / "figures" / f"{name}_k{k}.png", int(k))
             if fig:
                 written.append(fig)
@@ -495,7 +496,7 @@ def ours_from_table_csv(path: Path) -> tuple[dict[tuple[str, bool, int], object]
     return ours, not_run
 
 
-def rejudge(profile_name: str, tables_dir: Path, out: Path) -> list[Path]:
+def rejudge(profile_name: str, tables_dir: Path, out: Path, figures: bool = True) -> list[Path]:
     """Rewrite the report under ``out`` from the committed tables in ``tables_dir`` with the current rules."""
     from .compare import compare_table
     from .paper_values import load_paper_values
@@ -510,7 +511,7 @@ def rejudge(profile_name: str, tables_dir: Path, out: Path) -> list[Path]:
         rows = [r for r in p.rows if r.table == table.name]
         cmps.append(compare_table(table, rows, pd.DataFrame(), load_paper_values(table.paper), not_run,
                                   profile=profile, ours=ours))  # type: ignore[arg-type]
-    return write_report(cmps, profile, out)
+    return write_report(cmps, profile, out, figures=figures)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -525,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-tables", type=Path, default=Path("paper/tables"),
                         help="folder of committed <table>.csv files (default paper/tables)")
     parser.add_argument("--out", type=Path, default=Path("paper"))
+    parser.add_argument("--no-figures", action="store_true", help="leave the figures as they are (faster)")
     args = parser.parse_args(argv)
     try:
         tables_dir = args.from_tables.resolve()
@@ -536,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             snapshot = Path(tmp)
             for f in tables_dir.glob("*.csv"):
                 (snapshot / f.name).write_bytes(f.read_bytes())
-            written = rejudge(args.profile, snapshot, args.out)
+            written = rejudge(args.profile, snapshot, args.out, figures=not args.no_figures)
     except ModularityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
