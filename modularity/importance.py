@@ -98,7 +98,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
                seed: int = 0, correction: str = "holm", before_batchnorm: bool = False, *,
                ties: str = "strict", alpha: float = 0.05, exclude_isolated: Any = True,
                complete: str = "skip", max_memory: int = DEFAULT_MAX_MEMORY,
-               progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+               progress: bool = False, arithmetic: str = "exact",
+               undefined_ranges: str = "as_ties") -> tuple[pd.DataFrame, dict[str, Any]]:
     """Lesion tests of every sub-cluster against random same-size sets of its layer.
 
     Args:
@@ -114,6 +115,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         exclude_isolated: forwarded to ``random_sets``: True (the reference's lesion draws) draws only
             units that are not isolated in the graph.
         complete: handling of whole-layer sub-clusters: "skip", "error" or "include" (module doc).
+        arithmetic, undefined_ranges: forwarded to :func:`modularity.stats.lesion_summary` ("float" ties as
+            the reference; how an undefined lesion range enters the range tests).
 
     Returns:
         ``(table, summary)``. ``table`` has one row per sub-cluster with the columns :data:`COLUMNS`
@@ -176,7 +179,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
 
     keep = np.flatnonzero(tested)
     summ = stats.lesion_summary(unl, true[keep], rand[:, keep], sizes, ties=ties, correction=correction,
-                                alpha=alpha, seed=seed)
+                                alpha=alpha, seed=seed, arithmetic=arithmetic,  # type: ignore[arg-type]
+                                undefined_ranges=undefined_ranges)  # type: ignore[arg-type]
     table = _table(subs, summ, keep, unl, true, sizes, whole, tested, exclude_isolated, int(n_random), seed,
                    correction, ties, before_batchnorm, alpha)
     summary = {k: v for k, v in summ.items() if np.ndim(v) == 0 or isinstance(v, tuple)}

@@ -78,3 +78,22 @@ def test_reference_raw_counts_verdict_depends_on_the_rule() -> None:
     assert p["strict"] == pytest.approx(0.191, abs=1e-3)
     assert p["mid-ties"] == pytest.approx(0.863, abs=1e-3) and p["conservative"] == pytest.approx(0.976, abs=1e-3)
     assert p["mid"] == pytest.approx(0.851, abs=1e-3) and p["exclude"] == pytest.approx(0.828, abs=1e-3)
+
+
+def test_importance_forwards_the_reference_protocol_options() -> None:
+    """importance(arithmetic=, undefined_ranges=) reach lesion_summary; the defaults leave the summary as before."""
+    import torch
+
+    from modularity.importance import importance
+    from modularity.models import MLP
+    from modularity.subclusters import SubCluster
+    from tests.helpers import digits_tensors, train_briefly
+
+    x, y = digits_tensors()
+    torch.manual_seed(0)
+    model = train_briefly(MLP(64, (24, 24), 10), x, y, steps=40, lr=1e-2)
+    subs = [SubCluster("hidden1", 0, np.arange(8), 24), SubCluster("hidden2", 0, np.array([0, 1, 2]), 24)]
+    _, default = importance(model, subs, (x, y), n_random=5, seed=0)
+    _, ref = importance(model, subs, (x, y), n_random=5, seed=0, arithmetic="float", undefined_ranges="mid")
+    assert default["arithmetic"] == "exact" and "undefined_ranges" not in default
+    assert ref["arithmetic"] == "float" and ref["undefined_ranges"] == "mid" and "n_undefined_ranges" in ref
