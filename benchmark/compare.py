@@ -290,6 +290,9 @@ def like_for_like(table: TableSpec, row: Row, profile: Profile | None, mine: pd.
         if short:
             parts = [f"{k.replace('_', ' ')} {v}" for k, v in short.items()]
             reasons.append(f"recipe: {', '.join(parts)} (the paper: the tag's full recipe, methods §1.3)")
+    if family == "mlp" and "+L2REG" in row.tag:
+        reasons.append("regulariser: L2 on every kernel (the reference's MLP +L2REG nets had L1 on the first layer, "
+                       "methods §9.6)")
     graph = profile.graph
     if family in ("cnn", "vgg") and graph.get("conv_norm", "entrywise") != "matrix1":
         reasons.append("graph: entrywise L1 norm of conv kernels (the stored numbers used the induced matrix "
