@@ -636,3 +636,24 @@ def test_flat_values_and_json_round_trip(tmp_path: Path) -> None:
     doc = stages.read_result(tmp_path / "k12.json")
     assert doc["values"]["inf"] == float("inf") and doc["k"] == 12
     assert "Infinity" not in (tmp_path / "k12.json").read_text()  # strict JSON: no Infinity literal
+
+
+def test_every_cited_methods_section_exists_in_docs_methods() -> None:
+    """Every "METHODS.md N.M" / "methods §N.M" the code and docs cite is a section of docs/methods.md."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "docs" / "methods.md").read_text()
+    have = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[ .]", text, flags=re.M))
+    nine = text.split("\n## 9.", 1)[1]
+    have |= {f"9.{n}" for n in re.findall(r"^(\d+)\. ", nine, flags=re.M)}
+    cite = re.compile(r"(?:METHODS(?:\.md)?|methods) ?§?((?:\d+(?:\.\d+)*)(?:(?:[-/,]| and |, §?| / )+\d+(?:\.\d+)*)*)")
+    cited: set[str] = set()
+    for folder in ("modularity", "benchmark", "tests", "docs"):
+        for path in (repo / folder).rglob("*"):
+            if path.suffix in (".py", ".md", ".yaml") and path.is_file():
+                for group in cite.findall(path.read_text(errors="ignore")):
+                    cited |= set(re.findall(r"\d+(?:\.\d+)*", group))
+    cited = {c for c in cited if not c.startswith("0") and float(c.split(".")[0]) <= 9}
+    assert len(cited) > 30
+    assert sorted(cited - have) == []
