@@ -16,6 +16,7 @@ the row would still read "agree").
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from modularity.errors import ModularityError
 
@@ -38,6 +39,40 @@ class ProtocolParameter:
 
 
 @dataclass(frozen=True)
+class ReferenceSetting:
+    """A named option whose reference value the stored numbers need (like for like, docs/methods.md).
+
+    ``section`` is the profile section holding it (``graph`` or the analysis's own section), ``key`` the
+    option, ``reference`` the value the reference used, ``default`` the library's default when the profile
+    leaves it out, ``result_field`` the result field recording the value actually used (it wins over the
+    profile), ``families`` the network families it concerns (None: all) and ``why`` the reason shown
+    when a row runs with another value (``{value}`` is replaced by ours).
+    """
+
+    section: str
+    key: str
+    reference: Any
+    default: Any
+    why: str
+    result_field: str | None = None
+    families: tuple[str, ...] | None = None
+
+    def applies(self, family: str) -> bool:
+        return self.families is None or family in self.families
+
+
+#: Graph options shared by every analysis that partitions a network (docs/methods.md §2.2, §9.1, §9.2).
+GRAPH_SETTINGS = (
+    ReferenceSetting("graph", "conv_norm", "matrix1", "entrywise",
+                     "graph: {value} norm of conv kernels (the stored numbers used the induced matrix 1-norm, "
+                     "methods §9.1)", families=("cnn", "vgg")),
+    ReferenceSetting("graph", "fold_batchnorm", False, True,
+                     "graph: batch norm folded into the VGG weights (the reference's VGG graphs did not, methods §9.2)",
+                     families=("vgg",)),
+)
+
+
+@dataclass(frozen=True)
 class Analysis:
     """One analysis: its stage kind, result fields, paper table and like-for-like parameters."""
 
@@ -46,7 +81,7 @@ class Analysis:
     paper: str
     fields: tuple[str, ...]
     protocol: tuple[ProtocolParameter, ...] = ()
-    uses_graph: bool = True
+    reference: tuple[ReferenceSetting, ...] = GRAPH_SETTINGS
     description: str = ""
 
     def check_field(self, field: str, where: str) -> None:
@@ -74,6 +109,16 @@ IMPORTANCE = Analysis(
             "unlesioned_overall_acc"),
     protocol=(ProtocolParameter("n_random", "n_random", "n_random",
                                 ("chi2_p_means", "combined_p_means", "chi2_p_ranges", "combined_p_ranges"), 20),),
+    reference=GRAPH_SETTINGS + (
+        ReferenceSetting("importance", "arithmetic", "float", "exact",
+                         "ties: decided in {value} arithmetic (the reference compared float64 accuracies, methods §5.7)",
+                         result_field="arithmetic"),
+        ReferenceSetting("importance", "complete", "include", "skip",
+                         "sub-clusters: complete={value} for whole-layer sub-clusters (the reference: include, methods §9.27)",
+                         result_field="complete"),
+        ReferenceSetting("importance", "test_subsample", None, None,
+                         "lesions on {value} test images (the paper: the whole test set, methods §5.1)"),
+    ),
     description="lesion tests of every sub-cluster against random same-size sets (importance, output coherence)")
 
 COHERENCE = Analysis(
@@ -85,6 +130,13 @@ COHERENCE = Analysis(
             "ties"),
     protocol=(ProtocolParameter("n_random", "n_random", "n_random",
                                 ("chi2_p_loss", "combined_p_loss", "chi2_p_entropy", "combined_p_entropy"), 9),),
+    reference=GRAPH_SETTINGS + (
+        ReferenceSetting("coherence", "min_size", 4, 3,
+                         "size filter: size >= {value} (Lucid: size > 3, methods §4, §6.1)"),
+        ReferenceSetting("coherence", "relu_override_steps", 16, None,
+                         "ReLU gradient override on for every step (Lucid: the first 16 steps only, methods §6.1)"),
+        ReferenceSetting("coherence", "steps", 257, 256, "{value} optimisation steps (the reference: 257, methods §6.1)"),
+    ),
     description="feature visualisation of every sub-cluster against random same-size sets (input coherence)")
 
 #: Every analysis, in stage order (the order of ``benchmark.plan.ANALYSES``).

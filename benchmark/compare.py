@@ -272,8 +272,9 @@ def like_for_like(table: TableSpec, row: Row, profile: Profile | None, mine: pd.
     """Why this row's networks or protocol are not the paper's (empty list: comparable).
 
     Checks the network variant (the paper's ``reference_tag``), the training recipe, the graph norm and
-    the analysis protocol (tie arithmetic, whole-layer sub-clusters, test images, the coherence size
-    filter and ReLU-override window). Values recorded in the results win over the profile's settings.
+    the analysis protocol: every :class:`benchmark.analyses.ReferenceSetting` of the table's analysis (conv
+    norm, tie arithmetic, whole-layer sub-clusters, test images, the coherence size filter, ReLU-override
+    window and steps). Values recorded in the results win over the profile's settings.
     """
     reasons: list[str] = []
     if "reference_tag" in prow.columns:
@@ -293,29 +294,13 @@ def like_for_like(table: TableSpec, row: Row, profile: Profile | None, mine: pd.
     if family == "mlp" and "+L2REG" in row.tag:
         reasons.append("regulariser: L2 on every kernel (the reference's MLP +L2REG nets had L1 on the first layer, "
                        "methods §9.6)")
-    graph = profile.graph
-    if family in ("cnn", "vgg") and graph.get("conv_norm", "entrywise") != "matrix1":
-        reasons.append("graph: entrywise L1 norm of conv kernels (the stored numbers used the induced matrix "
-                       "1-norm, methods §9.1)")
-    if family == "vgg" and graph.get("fold_batchnorm", True):
-        reasons.append("graph: batch norm folded into the VGG weights (the reference's VGG graphs did not, methods §9.2)")
-    settings = profile.section(table.analysis, family)
-    if table.analysis == "importance":
-        if _value_used(mine, "arithmetic", settings, "arithmetic", "exact") != "float":
-            reasons.append("ties: decided in exact arithmetic (the reference compared float64 accuracies, methods §5.7)")
-        if _value_used(mine, "complete", settings, "complete", "skip") != "include":
-            reasons.append("sub-clusters: whole-layer sub-clusters skipped (the reference lesioned them, methods §9.27)")
-        sub = settings.get("test_subsample")
-        if sub is not None:
-            reasons.append(f"lesions on {sub} test images (the paper: the whole test set)")
-    if table.analysis == "coherence":
-        if int(settings.get("min_size", 3)) != 4:
-            reasons.append(f"size filter: size >= {settings.get('min_size', 3)} (Lucid: size > 3, methods §6.1)")
-        if settings.get("relu_override_steps") != 16:
-            reasons.append("ReLU gradient override on for every step (Lucid: the first 16 steps only, methods §6.1)")
-        steps = int(settings.get("steps", 256))
-        if steps < 256:
-            reasons.append(f"{steps} optimisation steps (the reference: 257, methods §6.1)")
+    for setting in analyses.get(table.analysis).reference:
+        if not setting.applies(family):
+            continue
+        section = profile.graph if setting.section == "graph" else profile.section(setting.section, family)
+        value = _value_used(mine, setting.result_field or "", section, setting.key, setting.default)
+        if value != setting.reference:
+            reasons.append(setting.why.format(value=value))
     return reasons
 
 
