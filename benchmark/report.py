@@ -296,11 +296,13 @@ def claim_lines(cmps: list[TableComparison], cov: pd.DataFrame) -> list[str]:
         if agree + differ == 0:
             verdict = "**not tested like for like in this profile**"
         elif differ == 0:
-            verdict = f"**reproduced** on all {agree} comparable reference rows"
+            verdict = f"**agrees with the paper on all {agree} comparable reference rows**"
         else:
             rows = cov[(cov["table"] == name) & (cov["class"] == "differ")]
-            nets = ", ".join(f"{t} ({yes_no(p)})" for t, p in zip(rows["reference_tag"], rows["pruned"], strict=True))
-            verdict = f"**differs** on {differ} of {agree + differ} comparable reference rows ({nets})"
+            nets = "; ".join(f"{t} ({yes_no(p)}): {w}" for t, p, w in zip(rows["reference_tag"], rows["pruned"],
+                                                                           rows["why"], strict=True))
+            verdict = (f"**agrees on {agree} and differs on {differ} of {agree + differ} comparable reference rows** "
+                       f"(differing columns: {nets})")
         lines.append(f"- **{cmp.table.title.split(':')[0]}** ({CLAIMS.get(name, cmp.table.title)}): {verdict}. "
                      f"Reference rows: {n} ({tally}).")
     return lines + [""]
