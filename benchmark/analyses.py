@@ -56,6 +56,7 @@ class ReferenceSetting:
     why: str
     result_field: str | None = None
     families: tuple[str, ...] | None = None
+    option: bool = True  # False: the stage has no such option yet, so rows always carry the reason
 
     def applies(self, family: str) -> bool:
         return self.families is None or family in self.families
@@ -134,7 +135,8 @@ COHERENCE = Analysis(
         ReferenceSetting("coherence", "min_size", 4, 3,
                          "size filter: size >= {value} (Lucid: size > 3, methods §4, §6.1)"),
         ReferenceSetting("coherence", "relu_override_steps", 16, None,
-                         "ReLU gradient override on for every step (Lucid: the first 16 steps only, methods §6.1)"),
+                         "ReLU gradient override on for every step (Lucid: the first 16 steps only, methods §6.1)",
+                         option=False),
         ReferenceSetting("coherence", "steps", 257, 256, "{value} optimisation steps (the reference: 257, methods §6.1)"),
     ),
     description="feature visualisation of every sub-cluster against random same-size sets (input coherence)")

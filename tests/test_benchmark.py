@@ -657,3 +657,20 @@ def test_every_cited_methods_section_exists_in_docs_methods() -> None:
     cited = {c for c in cited if not c.startswith("0") and float(c.split(".")[0]) <= 9}
     assert len(cited) > 30
     assert sorted(cited - have) == []
+
+
+def test_reference_settings_are_options_the_stages_read() -> None:
+    """Every like-for-like setting marked as an option is read from the profile by the stages (or the graph)."""
+    import inspect
+
+    from benchmark import analyses
+
+    source = inspect.getsource(stages)
+    for a in analyses.ANALYSES:
+        for s in a.reference:
+            if s.section == "graph":
+                assert s.key in plan.load_profile("default").graph, s.key
+            elif s.option:
+                assert f'"{s.key}"' in source, (a.name, s.key)
+            else:
+                assert f'"{s.key}"' not in source, f"{s.key} is an option now: set option=True"
