@@ -325,8 +325,12 @@ def cell_protocol(table: TableSpec, column: Column, row: Row, profile: Profile |
 
 
 def paper_rows(table: TableSpec, paper: pd.DataFrame, row: Row) -> pd.DataFrame:
-    sel = paper[(paper["tag"] == row.tag) & (paper["pruned"] == row.pruned) & (paper["k"] == row.k)]
-    return sel
+    """The paper's replicates of a row: by the reference's own tag where it is ours (``MNIST+LUCID``), else by
+    the tag the paper values are compared with (``MNIST`` for the +LUCID rows)."""
+    key = paper["tag"]
+    if "reference_tag" in paper.columns and (paper["reference_tag"] == row.tag).any():
+        key = paper["reference_tag"]
+    return paper[(key == row.tag) & (paper["pruned"] == row.pruned) & (paper["k"] == row.k)]
 
 
 @dataclass
@@ -504,6 +508,8 @@ def coverage(cmps: list[TableComparison], paper_tables: dict[str, pd.DataFrame])
             base = {"table": cmp.table.name, "reference_tag": ref_tag, "tag": tag, "pruned": bool(pruned), "k": int(k),
                     "n_paper": len(grp), "source": grp["source"].iloc[0] if "source" in grp else ""}
             key = (tag, bool(pruned), int(k))
+            if (ref_tag, bool(pruned), int(k)) in rows.index:  # our network of the reference's own tag
+                key = (ref_tag, bool(pruned), int(k))
             if key in rows.index:
                 r = rows.loc[key]
                 verdict = r["verdict"]
@@ -517,7 +523,7 @@ def coverage(cmps: list[TableComparison], paper_tables: dict[str, pd.DataFrame])
                     cls, why = verdict, r["differing"]
                 else:
                     cls, why = verdict, ""
-            elif not _implemented(tag):
+            elif not (_implemented(ref_tag) or _implemented(tag)):
                 cls, why = "not runnable here", "network not implemented in this project"
             else:
                 cls, why = "not run", "the network exists here but no table spec lists this row"

@@ -276,9 +276,40 @@ def _write_prepared(name: str, target: Path, arrays: Arrays, source: str) -> Non
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def lucid_scrambled(x: np.ndarray) -> np.ndarray:
+    """The reference's 3-channel MNIST of its ``+LUCID`` networks (docs/methods.md §9.9), (N, 1, H, W) -> (N, 3, H, W).
+
+    ``np.tile(X, 3).reshape(-1, H, W, 3)`` does not replicate the channels: channel c at column j holds
+    the original column (3j + c) mod W. Copied on purpose, because the stored +LUCID numbers used it.
+    """
+    n, _, h, w = x.shape
+    return np.ascontiguousarray(np.tile(x.reshape(n, h, w), 3).reshape(n, h, w, 3).transpose(0, 3, 1, 2))
+
+
+def replicate_channels(x: np.ndarray) -> np.ndarray:
+    """True 3-channel replication of a 1-channel image (N, 1, H, W) -> (N, 3, H, W): the intended +LUCID input."""
+    return np.repeat(x, 3, axis=1)
+
+
+#: Datasets derived from a prepared one by a transform of its uint8 images: name -> (base, transform).
+DERIVED: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "mnist-lucid": ("mnist", lucid_scrambled),
+    "mnist-lucid-replicated": ("mnist", replicate_channels),
+}
+
+
+def base_dataset(name: str) -> str:
+    """The prepared dataset a (possibly derived) dataset is read from."""
+    return DERIVED[name][0] if name in DERIVED else name
+
+
 def load_arrays(name: str, root: str | Path | None = None, prepare_missing: bool = True,
                 verify: bool = True) -> tuple[Arrays, dict]:
     """The canonical uint8/int64 arrays and the manifest; checksums verified against the manifest."""
+    if name in DERIVED:  # the base dataset's verified arrays, images transformed
+        base, transform = DERIVED[name]
+        arrays, manifest = load_arrays(base, root, prepare_missing, verify)
+        return {k: (transform(v) if k.startswith("x_") else v) for k, v in arrays.items()}, manifest
     folder = data_root(root) / "datasets" / name
     if not (folder / "manifest.json").exists():
         if not prepare_missing:

@@ -674,3 +674,37 @@ def test_reference_settings_are_options_the_stages_read() -> None:
                 assert f'"{s.key}"' in source, (a.name, s.key)
             else:
                 assert f'"{s.key}"' not in source, f"{s.key} is an option now: set option=True"
+
+
+def test_lucid_networks_see_the_references_scrambled_inputs() -> None:
+    """+LUCID tags: 3-channel inputs where channel c at column j is the original column (3j + c) mod 28."""
+    from modularity.data import DERIVED, base_dataset, lucid_scrambled, replicate_channels
+    from modularity.models import build_model, tag_spec
+
+    x = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 1, 28, 28) % 251
+    y = lucid_scrambled(x.astype(np.uint8))
+    j = np.arange(28)
+    for c in range(3):
+        np.testing.assert_array_equal(y[:, c][:, :, j], x[:, 0][:, :, (3 * j + c) % 28])
+    np.testing.assert_array_equal(replicate_channels(x)[:, 2], x[:, 0])
+    assert base_dataset("mnist-lucid") == "mnist" and set(DERIVED) == {"mnist-lucid", "mnist-lucid-replicated"}
+    spec = tag_spec("MNIST+LUCID")
+    assert (spec.dataset, spec.epochs, spec.pruning_epochs, spec.paper) == ("mnist-lucid", 30, 20, True)
+    assert build_model("MNIST+DROPOUT+LUCID").in_features == 2352
+    assert tag_spec("CNN-MNIST+LUCID-REPLICATED").dataset == "mnist-lucid-replicated"
+
+
+def test_lucid_rows_compare_like_networks() -> None:
+    """MNIST+LUCID is compared with the paper's MNIST+LUCID (comparable network); MNIST with it too, but not like for like."""
+    profile = plan.load_profile("default")
+    ic = {t.name: t for t in plan.load_tables()}["input_coherence"]
+    lucid = paper_values.load_paper_values("input_coherence")
+    ours = plan.Row("input_coherence", "mlp", "MNIST+LUCID", True, 12, (0, 1, 2))
+    plain = plan.Row("input_coherence", "mlp", "MNIST", True, 12, (0, 1, 2))
+    assert set(compare.paper_rows(ic, lucid, ours)["reference_tag"]) == {"MNIST+LUCID"}
+    assert set(compare.paper_rows(ic, lucid, plain)["reference_tag"]) == {"MNIST+LUCID"}
+    why = compare.like_for_like(ic, ours, profile, pd.DataFrame(), compare.paper_rows(ic, lucid, ours))
+    assert not any(w.startswith("network:") for w in why)
+    assert any(w.startswith("network:") for w in compare.like_for_like(ic, plain, profile, pd.DataFrame(),
+                                                                        compare.paper_rows(ic, lucid, plain)))
+    assert dvcgen.dataset_dep("MNIST+LUCID") == "data/datasets/mnist"
