@@ -291,10 +291,58 @@ def replicate_channels(x: np.ndarray) -> np.ndarray:
     return np.repeat(x, 3, axis=1)
 
 
-#: Datasets derived from a prepared one by a transform of its uint8 images: name -> (base, transform).
-DERIVED: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
-    "mnist-lucid": ("mnist", lucid_scrambled),
-    "mnist-lucid-replicated": ("mnist", replicate_channels),
+def _images_only(transform: Callable[[np.ndarray], np.ndarray]) -> Callable[[Arrays], Arrays]:
+    return lambda arrays: {k: (transform(v) if k.startswith("x_") else v) for k, v in arrays.items()}
+
+
+def _pairs(y: np.ndarray, rng: np.random.Generator, same: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs and labels of the reference's two-image datasets (docs/methods.md §1.1).
+
+    ``same``: image i with a random image of its class, label y_i; else two images drawn uniformly with
+    replacement, label (y_1 + y_2) mod 10.
+    """
+    n = len(y)
+    if same:
+        first, second = np.arange(n), np.empty(n, dtype=np.int64)
+        for c in np.unique(y):
+            idx = np.flatnonzero(y == c)
+            second[idx] = rng.choice(idx, size=len(idx))
+        return first, second, y.copy()
+    first, second = rng.integers(0, n, n), rng.integers(0, n, n)
+    return first, second, (y[first] + y[second]) % 10
+
+
+def _half_width(x: np.ndarray) -> np.ndarray:
+    """(N, 1, H, W) -> (N, 1, H, W/2): neighbouring columns averaged, each image rescaled to max 255, rounded."""
+    n, c, h, w = x.shape
+    half = x.reshape(n, c, h, w // 2, 2).sum(-1, dtype=np.uint16).astype(np.float32) / 2
+    top = np.maximum(half.max(axis=(1, 2, 3), keepdims=True), 1.0)
+    return np.rint(half * 255.0 / top).astype(np.uint8)
+
+
+def _two_image(kind: str, same: bool, seed: int = 42) -> Callable[[Arrays], Arrays]:
+    """HALVES (two half-width images side by side) or STACKED (two images as two channels) of a base dataset."""
+    def make(arrays: Arrays) -> Arrays:
+        out = {}
+        for split in ("train", "test"):
+            x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+            first, second, labels = _pairs(y, np.random.default_rng([seed, split == "test"]), same)
+            if kind == "halves":
+                small = _half_width(x)
+                out[f"x_{split}"] = np.concatenate([small[first], small[second]], axis=3)
+            else:
+                out[f"x_{split}"] = np.concatenate([x[first], x[second]], axis=1)
+            out[f"y_{split}"] = labels.astype(np.int64)
+        return out
+    return make
+
+
+#: Datasets derived from a prepared one: name -> (base, transform of its uint8/int64 arrays).
+DERIVED: dict[str, tuple[str, Callable[[Arrays], Arrays]]] = {
+    "mnist-lucid": ("mnist", _images_only(lucid_scrambled)),
+    "mnist-lucid-replicated": ("mnist", _images_only(replicate_channels)),
+    **{f"{kind}{'-same' if same else ''}-{base}": (base, _two_image(kind, same))
+       for kind in ("halves", "stacked") for same in (False, True) for base in ("mnist", "fashion")},
 }
 
 
@@ -309,7 +357,7 @@ def load_arrays(name: str, root: str | Path | None = None, prepare_missing: bool
     if name in DERIVED:  # the base dataset's verified arrays, images transformed
         base, transform = DERIVED[name]
         arrays, manifest = load_arrays(base, root, prepare_missing, verify)
-        return {k: (transform(v) if k.startswith("x_") else v) for k, v in arrays.items()}, manifest
+        return transform(arrays), manifest
     folder = data_root(root) / "datasets" / name
     if not (folder / "manifest.json").exists():
         if not prepare_missing:
