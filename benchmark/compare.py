@@ -1,21 +1,34 @@
-"""Reproduced values against the paper's, with a verdict per statistic; and the smoke regression check.
+"""Reproduced values against the paper's, with a verdict per statistic that can fail; and the smoke regression check.
 
-**Paper comparison.** For every row of a table (a network (tag, pruned) at one k) and every column
-of its spec, the replicates (seeds) are aggregated the same way for our results and the paper's:
+**Paper comparison.** For every row of a table (a network (tag, pruned) at one k) and every column of
+its spec, the replicates (seeds) are aggregated the same way for our results and the paper's:
 ``median`` over replicates, or ``n_significant`` = the number of replicates with the statistic below
-``alpha``. Each column's ``criterion`` decides agreement:
+``alpha``. Each column's ``criterion`` decides agreement, and every criterion can say "differ":
 
-* ``tolerance``: ``|ours - paper| <= abs`` (n-cut, accuracies);
+* ``tolerance``: ``|ours - paper| <= max(abs, sd * SD_paper * sqrt(1/n_ours + 1/n_paper))``, where
+  ``SD_paper`` is the sample SD of the paper's replicates (from the reference CSVs) and ``abs`` is the
+  stated floor (used alone where the paper has one replicate): the paper's own spread sets the scale;
 * ``sign``: same sign (z-scores);
-* ``band``: same side of ``center`` and ``max(ours/paper, paper/ours) <= factor`` (effect factors);
-* ``replicates``: same significance at ``alpha`` in the same number of replicates within ``within``
-  (default one), the paper's count scaled to our number of replicates when they differ:
-  ``|n_ours - n_paper * r_ours / r_paper| <= within``;
+* ``band``: on the excess over ``center`` (``effect - 1``): same side of ``center`` and
+  ``max(|e_ours / e_paper|, |e_paper / e_ours|) <= factor`` with ``e = effect - center``;
+* ``replicates``: the two counts of significant replicates (ours k1 of n1, the paper's k2 of n2) differ
+  when Fisher's exact test on the 2x2 table gives p < ``alpha`` (default 0.05). With few replicates no
+  count can differ (1 replicate against 5: the smallest p is 1/6): the cell is then **not testable**,
+  never "agree";
 * ``report``: shown, never judged (p-value medians, the reference's ill-defined effect factors).
 
-A row agrees when every judged column agrees; it differs when any differs; rows without a paper
-value (k = 8 or 18, tags the paper did not test) are marked so; rows the profile or the machine
-could not run are skipped with their reason.
+A cell is *not testable* when no value of ours could make it differ (:func:`contradiction` finds none),
+and *not comparable* when a protocol parameter behind the statistic differs from the paper's
+(:mod:`benchmark.analyses`: a percentile from 20 shuffles is not one from 50). A row is **not
+comparable** when the network or protocol is not the paper's (:func:`like_for_like`: another network
+variant, a shorter training recipe, another graph norm, exact instead of float ties, ...): it stays in
+the tables with its reason and the verdict its cells would have, but out of the agree / differ counts.
+Otherwise a row differs when any judged cell differs, agrees when every judged cell agrees, and is not
+testable when it has no judged cell. Rows without a paper value (k = 8 or 18, tags the paper did not
+test) are marked so; rows the profile or the machine could not run are skipped with their reason.
+
+p-value medians are also shown corrected across the networks of a table at one k (Holm, statsmodels,
+:func:`modularity.stats.correct_columns`), for ours and the paper's, next to the uncorrected values.
 
 **Regression check** (smoke profile). :func:`format_expected` stores every value as text: integers,
 booleans and strings exactly, floats with a fixed number of significant digits (``%.{d-1}e``).
@@ -29,20 +42,24 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.stats
 import yaml
 
 from modularity.errors import ModularityError
 
-from .plan import ANALYSES, SPEC_DIR, Column, Row, TableSpec, result_dir
+from . import analyses
+from .plan import ANALYSES, SPEC_DIR, Column, Profile, Row, TableSpec, result_dir
 
 KEYS = ["analysis", "tag", "family", "seed", "pruned", "k"]
-VERDICTS = ("agree", "differ", "no paper value", "not run", "skipped")
+VERDICTS = ("agree", "differ", "not comparable", "not testable", "no paper value", "not run", "skipped")
+#: Correction across the networks of a table (statsmodels ``multipletests`` method).
+CORRECTION = "holm"
 
 # --------------------------------------------------------------------------------------------------
 # Collecting results
@@ -120,38 +137,200 @@ def aggregate(values: pd.Series, column: Column) -> float:
     return float(np.median(v)) if v.size else math.nan
 
 
-def judge(column: Column, ours: float, paper: float, n_ours: int, n_paper: int) -> str:
-    """``agree``, ``differ``, ``report`` (not judged) or ``n/a`` (a value is missing)."""
+def replicate_sd(values: pd.Series) -> float:
+    """Sample SD (ddof = 1) of the finite replicate values; NaN with fewer than two."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    return float(np.std(v, ddof=1)) if v.size >= 2 else math.nan
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The verdict of one cell and the rule that gave it, with its numbers (shown in the CSV)."""
+
+    verdict: str
+    rule: str
+
+
+def tolerance(crit: dict[str, Any], paper_sd: float, n_ours: int, n_paper: int) -> float:
+    """``max(abs, sd * SD_paper * sqrt(1/n_ours + 1/n_paper))``; just ``abs`` without a usable SD."""
+    floor = float(crit["abs"])
+    k = crit.get("sd")
+    if k is None or not np.isfinite(paper_sd) or n_paper < 2 or n_ours < 1:
+        return floor
+    return max(floor, float(k) * paper_sd * math.sqrt(1.0 / n_ours + 1.0 / n_paper))
+
+
+def _counts_p(ours: float, paper: float, n_ours: int, n_paper: int) -> float:
+    """Two-sided Fisher exact p of ours (k1 of n1) against the paper's (k2 of n2) significant replicates."""
+    o, p = int(round(ours)), int(round(paper))
+    return float(scipy.stats.fisher_exact([[o, n_ours - o], [p, n_paper - p]]).pvalue)
+
+
+def contradiction(column: Column, paper: float, n_ours: int, n_paper: int, paper_sd: float = math.nan) -> float | None:
+    """A value of ours that this column's rule must judge "differ", or None when there is none.
+
+    None means the cell is not testable (e.g. one replicate against five: no count differs at 0.05).
+    """
+    crit = column.criterion
+    kind = crit["kind"]
+    if kind == "report" or paper is None or math.isnan(paper):
+        return None
+    if kind == "tolerance":
+        return paper + 2.0 * tolerance(crit, paper_sd, n_ours, n_paper) + 1.0
+    if kind == "sign":
+        return -paper if paper != 0 else None
+    if kind == "band":
+        center = float(crit.get("center", 1.0))
+        if math.isinf(paper):
+            return center + 1.0
+        excess = paper - center
+        return center - excess if excess != 0 else center + 1.0
+    if kind == "replicates":
+        if n_ours < 1 or n_paper < 1:
+            return None
+        alpha = float(crit.get("alpha", 0.05))
+        best = min(range(n_ours + 1), key=lambda o: _counts_p(o, paper, n_ours, n_paper))
+        return float(best) if _counts_p(best, paper, n_ours, n_paper) < alpha else None
+    raise ModularityError(f"unknown criterion {kind!r}")  # pragma: no cover - validated when the spec loads
+
+
+def judge_cell(column: Column, ours: float, paper: float, n_ours: int, n_paper: int,
+               paper_sd: float = math.nan) -> Judgement:
+    """``agree`` / ``differ`` / ``not testable`` / ``report`` / ``n/a`` for one cell, with the rule's numbers."""
     crit = column.criterion
     kind = crit["kind"]
     if kind == "report":
-        return "report"
+        return Judgement("report", "reported only")
     if ours is None or paper is None or math.isnan(ours) or math.isnan(paper):
-        return "n/a"
+        return Judgement("n/a", "a value is missing")
+    if contradiction(column, paper, n_ours, n_paper, paper_sd) is None:
+        why = (f"{n_ours} replicate(s) against {n_paper}: no count differs at p < {crit.get('alpha', 0.05)} "
+               "(Fisher's exact test)" if kind == "replicates" else "no value of ours could differ")
+        return Judgement("not testable", why)
     if kind == "tolerance":
-        ok = abs(ours - paper) <= float(crit["abs"])
+        tol = tolerance(crit, paper_sd, n_ours, n_paper)
+        ok = abs(ours - paper) <= tol
+        sd_text = (f"{crit['sd']} x SD {paper_sd:.3g} x sqrt(1/{n_ours} + 1/{n_paper}), floor {crit['abs']}"
+                   if crit.get("sd") is not None and np.isfinite(paper_sd) and n_paper >= 2 else f"floor {crit['abs']}")
+        rule = f"|ours - paper| = {abs(ours - paper):.3g} {'<=' if ok else '>'} {tol:.3g} ({sd_text})"
     elif kind == "sign":
-        ok = np.sign(ours) == np.sign(paper)
+        ok = bool(np.sign(ours) == np.sign(paper))
+        rule = "same sign" if ok else "opposite signs"
     elif kind == "band":
         center, factor = float(crit.get("center", 1.0)), float(crit["factor"])
         if math.isinf(ours) or math.isinf(paper):
             ok = ours == paper
-        elif (ours - center) * (paper - center) < 0 or ours <= 0 or paper <= 0:
-            ok = False
+            rule = "both infinite" if ok else "one value is infinite"
         else:
-            ok = max(ours / paper, paper / ours) <= factor
+            eo, ep = ours - center, paper - center
+            if eo * ep <= 0:
+                ok = eo == ep == 0
+                rule = f"excess over {center:g}: {eo:.3g} vs {ep:.3g} ({'both 0' if ok else 'not the same side'})"
+            else:
+                ratio = max(eo / ep, ep / eo)
+                ok = ratio <= factor
+                rule = f"excess over {center:g}: {eo:.3g} vs {ep:.3g}, ratio {ratio:.3g} {'<=' if ok else '>'} {factor:g}"
     elif kind == "replicates":
-        if n_ours == 0 or n_paper == 0:
-            return "n/a"
-        ok = abs(ours - paper * n_ours / n_paper) <= float(crit.get("within", 1)) + 1e-9
-    else:  # pragma: no cover - parse_table_spec validates kinds
+        alpha = float(crit.get("alpha", 0.05))
+        pv = _counts_p(ours, paper, n_ours, n_paper)
+        ok = pv >= alpha
+        rule = f"{int(ours)}/{n_ours} vs {int(paper)}/{n_paper}: Fisher exact p = {pv:.3g} {'>=' if ok else '<'} {alpha:g}"
+    else:  # pragma: no cover - validated when the spec loads
         raise ModularityError(f"unknown criterion {kind!r}")
-    return "agree" if ok else "differ"
+    return Judgement("agree" if ok else "differ", rule)
+
+
+def judge(column: Column, ours: float, paper: float, n_ours: int, n_paper: int, paper_sd: float = math.nan) -> str:
+    """The verdict of :func:`judge_cell` alone."""
+    return judge_cell(column, ours, paper, n_ours, n_paper, paper_sd).verdict
+
+
+# --------------------------------------------------------------------------------------------------
+# Like for like
+
+#: The reference networks our tags stand in for in the paper's tables, and what is different about them.
+VARIANTS = {
+    "+LUCID": "3-channel, column-scrambled MNIST inputs and 30 + 20 epochs for the MLPs (methods §1.3, §9.9); "
+              "the reference's published evaluation code cannot evaluate its own MLP Lucid images (§9.15), so the "
+              "stored rows came from another version of it",
+}
+
+
+def _value_used(mine: pd.DataFrame, field_name: str, settings: dict[str, Any], setting: str, default: Any) -> Any:
+    """What a run used: the recorded result field if every replicate has one value, else the profile's setting."""
+    if len(mine) and field_name in mine.columns:
+        vals = mine[field_name].dropna().unique()
+        if len(vals) == 1:
+            v = vals[0]
+            return v.item() if hasattr(v, "item") else v
+    return settings.get(setting, default)
+
+
+def like_for_like(table: TableSpec, row: Row, profile: Profile | None, mine: pd.DataFrame,
+                  prow: pd.DataFrame) -> list[str]:
+    """Why this row's networks or protocol are not the paper's (empty list: comparable).
+
+    Checks the network variant (the paper's ``reference_tag``), the training recipe, the graph norm and
+    the analysis protocol: every :class:`benchmark.analyses.ReferenceSetting` of the table's analysis (conv
+    norm, tie arithmetic, whole-layer sub-clusters, test images, the coherence size filter, ReLU-override
+    window and steps). Values recorded in the results win over the profile's settings.
+    """
+    reasons: list[str] = []
+    if "reference_tag" in prow.columns:
+        refs = sorted(set(prow["reference_tag"].dropna()) - {row.tag})
+        for ref in refs:
+            note = next((v for suffix, v in VARIANTS.items() if ref.endswith(suffix)), "another network")
+            reasons.append(f"network: the paper's numbers are from {ref} ({note}); ours from {row.tag}")
+    if profile is None:
+        return reasons
+    family = row.family
+    if family != "imagenet":
+        train = profile.section("train", family)
+        short = {k: train.get(k) for k in ("epochs", "pruning_epochs", "train_subsample") if train.get(k) is not None}
+        if short:
+            parts = [f"{k.replace('_', ' ')} {v}" for k, v in short.items()]
+            reasons.append(f"recipe: {', '.join(parts)} (the paper: the tag's full recipe, methods §1.3)")
+    if family == "mlp" and "+L2REG" in row.tag:
+        reasons.append("regulariser: L2 on every kernel (the reference's MLP +L2REG nets had L1 on the first layer, "
+                       "methods §9.6)")
+    for setting in analyses.get(table.analysis).reference:
+        if not setting.applies(family):
+            continue
+        section = profile.graph if setting.section == "graph" else profile.section(setting.section, family)
+        value = _value_used(mine, setting.result_field or "", section, setting.key, setting.default)
+        if value != setting.reference:
+            reasons.append(setting.why.format(value=value))
+    return reasons
+
+
+def cell_protocol(table: TableSpec, column: Column, row: Row, profile: Profile | None, mine: pd.DataFrame,
+                  prow: pd.DataFrame) -> str | None:
+    """Why this cell's statistic is not comparable (e.g. 20 shuffles against 50), or None."""
+    settings = profile.section(table.analysis, row.family) if profile is not None else {}
+    for param in analyses.protocol_of(table.analysis, column.key):
+        if param.paper_column not in prow.columns or not len(prow):
+            continue
+        theirs = sorted({int(v) for v in prow[param.paper_column].dropna()})
+        ours = _value_used(mine, param.result_field, settings, param.setting, param.default)
+        if ours is None or len(theirs) != 1:
+            continue
+        if int(ours) != theirs[0]:
+            return f"{param.setting.replace('_', ' ')} {int(ours)} (the paper: {theirs[0]})"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Comparing a table
 
 
 def paper_rows(table: TableSpec, paper: pd.DataFrame, row: Row) -> pd.DataFrame:
-    sel = paper[(paper["tag"] == row.tag) & (paper["pruned"] == row.pruned) & (paper["k"] == row.k)]
-    return sel
+    """The paper's replicates of a row: by the reference's own tag where it is ours (``MNIST+LUCID``), else by
+    the tag the paper values are compared with (``MNIST`` for the +LUCID rows)."""
+    key = paper["tag"]
+    if "reference_tag" in paper.columns and (paper["reference_tag"] == row.tag).any():
+        key = paper["reference_tag"]
+    return paper[(key == row.tag) & (paper["pruned"] == row.pruned) & (paper["k"] == row.k)]
 
 
 @dataclass
@@ -163,65 +342,194 @@ class TableComparison:
     rows: pd.DataFrame
 
 
-def compare_table(table: TableSpec, rows: list[Row], results: pd.DataFrame, paper: pd.DataFrame,
-                  not_run: dict[tuple[str, bool, int], str] | None = None) -> TableComparison:
-    """Compare every row of ``table``; ``not_run`` gives reasons for planned rows with no results."""
-    not_run = not_run or {}
+@dataclass
+class OursRow:
+    """Our side of one table row: replicate count, aggregated column values and the raw replicate rows."""
+
+    n: int
+    values: dict[str, float]
+    replicates: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+LONG_COLUMNS = ["table", "family", "tag", "pruned", "k", "column", "label", "ours", "paper", "paper_sd",
+                "ours_corrected", "paper_corrected", "n_ours", "n_paper", "criterion", "verdict", "rule"]
+ROW_COLUMNS = ["table", "family", "tag", "pruned", "k", "n_ours", "n_paper", "verdict", "reason", "differing",
+               "comparable", "why", "cells_verdict", "untestable"]
+
+
+def aggregate_results(table: TableSpec, rows: list[Row], results: pd.DataFrame) -> dict[tuple[str, bool, int], OursRow]:
+    """Our replicates of every row, aggregated per column (rows without results are left out)."""
     ours_all = results[results["analysis"] == table.analysis] if len(results) else results
+    out = {}
+    for row in rows:
+        if row.skip is not None or not len(ours_all):
+            continue
+        mine = ours_all[(ours_all["tag"] == row.tag) & (ours_all["pruned"] == row.pruned) & (ours_all["k"] == row.k)
+                        & (ours_all["seed"].isin(row.seeds))]
+        if len(mine):
+            vals = {c.name: (aggregate(mine[c.key], c) if c.key in mine else math.nan) for c in table.columns}
+            out[row.key] = OursRow(len(mine), vals, mine)
+    return out
+
+
+def compare_table(table: TableSpec, rows: list[Row], results: pd.DataFrame, paper: pd.DataFrame,
+                  not_run: dict[tuple[str, bool, int], str] | None = None, profile: Profile | None = None,
+                  ours: dict[tuple[str, bool, int], OursRow] | None = None) -> TableComparison:
+    """Compare every row of ``table``; ``not_run`` gives reasons for planned rows with no results.
+
+    ``profile`` (the one that made the results) decides like for like (:func:`like_for_like`);
+    ``ours`` replaces the aggregation of ``results`` (e.g. values read back from a committed table).
+    """
+    not_run = not_run or {}
+    ours = aggregate_results(table, rows, results) if ours is None else ours
     long_records, row_records = [], []
     for row in rows:
         base = {"table": table.name, "family": row.family, "tag": row.tag, "pruned": row.pruned, "k": row.k}
         prow = paper_rows(table, paper, row)
         n_paper = len(prow)
+        idle = {"differing": "", "comparable": False, "why": "", "cells_verdict": "", "untestable": ""}
         if row.skip is not None:
             row_records.append({**base, "n_ours": 0, "n_paper": n_paper, "verdict": "skipped", "reason": row.skip,
-                                "differing": ""})
+                                **idle})
             continue
-        mine = ours_all[(ours_all["tag"] == row.tag) & (ours_all["pruned"] == row.pruned) & (ours_all["k"] == row.k)
-                        & (ours_all["seed"].isin(row.seeds))] if len(ours_all) else ours_all
-        n_ours = len(mine)
-        if n_ours == 0:
+        mine = ours.get(row.key)
+        if mine is None or mine.n == 0:
             reason = not_run.get(row.key, "no results (stage not run or failed)")
             row_records.append({**base, "n_ours": 0, "n_paper": n_paper, "verdict": "not run", "reason": reason,
-                                "differing": ""})
+                                **idle})
             continue
+        n_ours = mine.n
+        why = like_for_like(table, row, profile, mine.replicates, prow)
         verdicts = []
         for col in table.columns:
-            ours = aggregate(mine[col.key], col) if col.key in mine else math.nan
-            pap = aggregate(prow[col.key], col) if (n_paper and col.key in prow) else math.nan
-            v = judge(col, ours, pap, n_ours, n_paper)
-            verdicts.append((col, v))
-            long_records.append({**base, "column": col.name, "label": col.label, "ours": ours, "paper": pap,
-                                 "n_ours": n_ours, "n_paper": n_paper, "criterion": _criterion_text(col),
-                                 "verdict": v})
+            o = mine.values.get(col.name, math.nan)
+            has_paper = n_paper and col.key in prow
+            pap = aggregate(prow[col.key], col) if has_paper else math.nan
+            sd = replicate_sd(prow[col.key]) if has_paper and col.stat == "median" else math.nan
+            j = judge_cell(col, o, pap, n_ours, n_paper, sd)
+            if j.verdict in ("agree", "differ", "not testable"):
+                off = cell_protocol(table, col, row, profile, mine.replicates, prow)
+                if off is not None:
+                    j = Judgement("not comparable", f"{off}; rule alone: {j.verdict} ({j.rule})")
+            verdicts.append((col, j.verdict))
+            long_records.append({**base, "column": col.name, "label": col.label, "ours": o, "paper": pap,
+                                 "paper_sd": sd, "ours_corrected": math.nan, "paper_corrected": math.nan,
+                                 "n_ours": n_ours, "n_paper": n_paper, "criterion": criterion_text(col),
+                                 "verdict": j.verdict, "rule": j.rule})
         judged = [(c, v) for c, v in verdicts if v in ("agree", "differ")]
         differing = [c.label for c, v in judged if v == "differ"]
-        if n_paper == 0 or not judged:
-            verdict = "no paper value"
+        untestable = [c.label for c, v in verdicts if v in ("not testable", "not comparable")]
+        cells = ("differ" if differing else "agree") if judged else "not testable"
+        if n_paper == 0:
+            verdict, cells = "no paper value", ""
+        elif why:
+            verdict = "not comparable"
         else:
-            verdict = "differ" if differing else "agree"
-        row_records.append({**base, "n_ours": n_ours, "n_paper": n_paper, "verdict": verdict, "reason": "",
-                            "differing": ", ".join(differing)})
-    long = pd.DataFrame.from_records(long_records, columns=["table", "family", "tag", "pruned", "k", "column", "label",
-                                                            "ours", "paper", "n_ours", "n_paper", "criterion",
-                                                            "verdict"])
-    rows_df = pd.DataFrame.from_records(row_records, columns=["table", "family", "tag", "pruned", "k", "n_ours",
-                                                              "n_paper", "verdict", "reason", "differing"])
+            verdict = cells
+        reason = "; ".join(why) if why else ("no judged column could differ: " + ", ".join(untestable)
+                                             if verdict == "not testable" else "")
+        row_records.append({**base, "n_ours": n_ours, "n_paper": n_paper, "verdict": verdict, "reason": reason,
+                            "differing": ", ".join(differing), "comparable": not why and n_paper > 0,
+                            "why": "; ".join(why), "cells_verdict": cells, "untestable": ", ".join(untestable)})
+    long = pd.DataFrame.from_records(long_records, columns=LONG_COLUMNS)
+    long = correct_across_networks(table, long)
+    rows_df = pd.DataFrame.from_records(row_records, columns=ROW_COLUMNS)
     return TableComparison(table, long, rows_df)
 
 
-def _criterion_text(col: Column) -> str:
+def is_pvalue_column(col: Column) -> bool:
+    """A network-level p-value shown as a median (``chi2_p_*``, ``combined_p_*``)."""
+    return col.stat == "median" and (col.key.startswith("chi2_p_") or col.key.startswith("combined_p_"))
+
+
+def correct_across_networks(table: TableSpec, long: pd.DataFrame, method: str = CORRECTION) -> pd.DataFrame:
+    """Fill ``ours_corrected`` / ``paper_corrected``: each p-value column corrected across the table's networks at one k."""
+    from modularity.stats import correct_columns
+
+    if not len(long):
+        return long
+    names = [c.name for c in table.columns if is_pvalue_column(c)]
+    out = long.copy()
+    for name in names:
+        for _, idx in out[out["column"] == name].groupby("k").groups.items():
+            part = out.loc[idx, ["ours", "paper"]].astype(float).clip(upper=1.0)
+            done = correct_columns(part, ["ours", "paper"], method=method)
+            out.loc[idx, "ours_corrected"] = done["ours_corrected"].to_numpy()
+            out.loc[idx, "paper_corrected"] = done["paper_corrected"].to_numpy()
+    return out
+
+
+def criterion_text(col: Column) -> str:
     c = col.criterion
     kind = c["kind"]
     if kind == "tolerance":
+        if c.get("sd") is not None:
+            return f"|ours - paper| <= max({c['abs']}, {c['sd']} x paper SD x sqrt(1/n_ours + 1/n_paper))"
         return f"|ours - paper| <= {c['abs']}"
     if kind == "sign":
         return "same sign"
     if kind == "band":
-        return f"same side of {c.get('center', 1.0)}, within x{c['factor']}"
+        return f"effect - {c.get('center', 1.0)}: same sign, within x{c['factor']}"
     if kind == "replicates":
-        return f"#(p < {col.alpha}) within {c.get('within', 1)} (scaled to our replicates)"
+        return f"#(p < {col.alpha}): Fisher exact test on the counts, differ at p < {c.get('alpha', 0.05)}"
     return "reported only"
+
+
+_criterion_text = criterion_text  # the old private name (benchmark.report used it)
+
+
+# --------------------------------------------------------------------------------------------------
+# Coverage: every reference row, classified
+
+#: Coverage classes, in the order the summary lists them.
+COVERAGE = ("agree", "differ", "not comparable", "not testable", "not run", "not runnable here")
+
+
+def _implemented(tag: str) -> bool:
+    from modularity.models import TAGS
+
+    return tag in TAGS
+
+
+def coverage(cmps: list[TableComparison], paper_tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One line per (table, reference network): every reference row of the paper's CSVs, classified.
+
+    A reference network is a (tag, pruned, k) group of a paper table (its replicates together); the lesion
+    table's networks feed two tables (importance and output coherence), so they appear once for each.
+    ``class`` is one of :data:`COVERAGE`; ``why`` says why a row is not compared.
+    """
+    records = []
+    for cmp in cmps:
+        paper = paper_tables[cmp.table.paper]
+        tag_col = "reference_tag" if "reference_tag" in paper.columns else "tag"
+        rows = cmp.rows.set_index(["tag", "pruned", "k"])
+        groups = paper.groupby([tag_col, "tag", "pruned", "k"], sort=False)
+        for (ref_tag, tag, pruned, k), grp in groups:
+            base = {"table": cmp.table.name, "reference_tag": ref_tag, "tag": tag, "pruned": bool(pruned), "k": int(k),
+                    "n_paper": len(grp), "source": grp["source"].iloc[0] if "source" in grp else ""}
+            key = (tag, bool(pruned), int(k))
+            if (ref_tag, bool(pruned), int(k)) in rows.index:  # our network of the reference's own tag
+                key = (ref_tag, bool(pruned), int(k))
+            if key in rows.index:
+                r = rows.loc[key]
+                verdict = r["verdict"]
+                if verdict == "skipped":
+                    cls, why = "not run", r["reason"]
+                elif verdict == "not comparable":
+                    cls, why = verdict, f"{r['why']} (its cells: {r['cells_verdict']})"
+                elif verdict in ("not run", "not testable"):
+                    cls, why = verdict, r["reason"]
+                elif verdict == "differ":
+                    cls, why = verdict, r["differing"]
+                else:
+                    cls, why = verdict, ""
+            elif not (_implemented(ref_tag) or _implemented(tag)):
+                cls, why = "not runnable here", "network not implemented in this project"
+            else:
+                cls, why = "not run", "the network exists here but no table spec lists this row"
+            records.append({**base, "class": cls, "why": why})
+    return pd.DataFrame.from_records(records, columns=["table", "reference_tag", "tag", "pruned", "k", "n_paper",
+                                                       "source", "class", "why"])
 
 
 # --------------------------------------------------------------------------------------------------

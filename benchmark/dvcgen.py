@@ -29,7 +29,9 @@ def dataset_dep(tag: str) -> str | None:
     from modularity.models import tag_spec
 
     spec = tag_spec(tag)
-    return None if spec.family == "imagenet" else f"data/datasets/{spec.dataset}"
+    from modularity.data import base_dataset  # derived datasets (+LUCID) read a prepared one (h11)
+
+    return None if spec.family == "imagenet" else f"data/datasets/{base_dataset(spec.dataset)}"
 
 
 def stage_command(stage: Stage) -> str:

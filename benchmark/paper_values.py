@@ -12,9 +12,10 @@ comparison code reads the paper's values and ours the same way:
 * ``input_coherence.csv``: tag, reference_tag, family, pruned, k, replicate, n_random, chi2_p_loss,
   combined_p_loss, effect_loss, chi2_p_entropy, combined_p_entropy, effect_entropy, source.
 
-``tag`` is the project's tag the row is compared with; for the Lucid rows the reference trained
-separate ``+LUCID`` networks on column-scrambled 3-channel MNIST (METHODS.md 9.9), which we do not copy,
-so ``MNIST+LUCID`` is compared with our ``MNIST`` and ``reference_tag`` keeps the original name.
+``tag`` is the plain network a row is also compared with; for the Lucid rows the reference trained
+separate ``+LUCID`` networks on column-scrambled 3-channel MNIST (docs/methods.md §9.9): ``reference_tag``
+keeps that name, which the project's own ``MNIST+LUCID``, ... rows match (``compare.paper_rows``), and our
+ordinary ``MNIST`` is shown beside them as not comparable.
 The ImageNet clusterability values are not in a CSV here; they are transcribed from METHODS.md 8.2
 (first run, ``clustering_factors_imagenet.csv``).
 

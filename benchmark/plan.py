@@ -115,6 +115,9 @@ def parse_table_spec(data: dict[str, Any], where: str = "table spec") -> TableSp
         stat = c.get("stat", "median")
         if stat not in ("median", "n_significant"):
             raise ModularityError(f"{where}: column {c.get('key')!r} has stat {stat!r} (median | n_significant)")
+        from .analyses import validate_column  # the analysis registry checks every column (h11)
+
+        validate_column(analysis, _require(c, "key", where), stat, crit, where)
         columns.append(Column(key=_require(c, "key", where), label=c.get("label", c["key"]), criterion=crit,
                               stat=stat, alpha=float(c.get("alpha", 0.05))))
     names = [c.name for c in columns]

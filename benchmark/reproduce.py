@@ -241,7 +241,7 @@ def compare_all(p: Plan, results: Any, failed: dict[str, str]) -> list[cmp_mod.T
     out = []
     for table in p.tables:
         rows = [r for r in p.rows if r.table == table.name]
-        out.append(cmp_mod.compare_table(table, rows, results, load_paper_values(table.paper), reasons))
+        out.append(cmp_mod.compare_table(table, rows, results, load_paper_values(table.paper), reasons, profile=p.profile))
     return out
 
 

@@ -225,7 +225,8 @@ def importance_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: li
     x, y = test_data(tag, seed, settings.get("test_subsample"))
     final = result_dir(root, "importance", tag, seed, pruned)
     header = _header(profile, "importance", tag, seed, pruned, settings)
-    kw = {k: settings[k] for k in ("correction", "before_batchnorm") if k in settings}
+    kw = {k: settings[k] for k in ("correction", "before_batchnorm", "ties", "complete", "arithmetic",
+                                   "undefined_ranges") if k in settings}  # reference-protocol options (h11)
     with staged_dir(final) as out:
         for k in ks:
             subs = _subclusters(model, profile, k, seed, max_prop=float(settings.get("max_prop", 1.0)))

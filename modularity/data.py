@@ -287,6 +287,81 @@ def _write_prepared_now(name: str, target: Path, arrays: Arrays, source: str) ->
                 target.parent.rmdir()  # the datasets/ folder this call created, if it is empty
 
 
+def lucid_scrambled(x: np.ndarray) -> np.ndarray:
+    """The reference's 3-channel MNIST of its ``+LUCID`` networks (docs/methods.md §9.9), (N, 1, H, W) -> (N, 3, H, W).
+
+    ``np.tile(X, 3).reshape(-1, H, W, 3)`` does not replicate the channels: channel c at column j holds
+    the original column (3j + c) mod W. Copied on purpose, because the stored +LUCID numbers used it.
+    """
+    n, _, h, w = x.shape
+    return np.ascontiguousarray(np.tile(x.reshape(n, h, w), 3).reshape(n, h, w, 3).transpose(0, 3, 1, 2))
+
+
+def replicate_channels(x: np.ndarray) -> np.ndarray:
+    """True 3-channel replication of a 1-channel image (N, 1, H, W) -> (N, 3, H, W): the intended +LUCID input."""
+    return np.repeat(x, 3, axis=1)
+
+
+def _images_only(transform: Callable[[np.ndarray], np.ndarray]) -> Callable[[Arrays], Arrays]:
+    return lambda arrays: {k: (transform(v) if k.startswith("x_") else v) for k, v in arrays.items()}
+
+
+def _pairs(y: np.ndarray, rng: np.random.Generator, same: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index pairs and labels of the reference's two-image datasets (docs/methods.md §1.1).
+
+    ``same``: image i with a random image of its class, label y_i; else two images drawn uniformly with
+    replacement, label (y_1 + y_2) mod 10.
+    """
+    n = len(y)
+    if same:
+        first, second = np.arange(n), np.empty(n, dtype=np.int64)
+        for c in np.unique(y):
+            idx = np.flatnonzero(y == c)
+            second[idx] = rng.choice(idx, size=len(idx))
+        return first, second, y.copy()
+    first, second = rng.integers(0, n, n), rng.integers(0, n, n)
+    return first, second, (y[first] + y[second]) % 10
+
+
+def _half_width(x: np.ndarray) -> np.ndarray:
+    """(N, 1, H, W) -> (N, 1, H, W/2): neighbouring columns averaged, each image rescaled to max 255, rounded."""
+    n, c, h, w = x.shape
+    half = x.reshape(n, c, h, w // 2, 2).sum(-1, dtype=np.uint16).astype(np.float32) / 2
+    top = np.maximum(half.max(axis=(1, 2, 3), keepdims=True), 1.0)
+    return np.rint(half * 255.0 / top).astype(np.uint8)
+
+
+def _two_image(kind: str, same: bool, seed: int = 42) -> Callable[[Arrays], Arrays]:
+    """HALVES (two half-width images side by side) or STACKED (two images as two channels) of a base dataset."""
+    def make(arrays: Arrays) -> Arrays:
+        out = {}
+        for split in ("train", "test"):
+            x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+            first, second, labels = _pairs(y, np.random.default_rng([seed, split == "test"]), same)
+            if kind == "halves":
+                small = _half_width(x)
+                out[f"x_{split}"] = np.concatenate([small[first], small[second]], axis=3)
+            else:
+                out[f"x_{split}"] = np.concatenate([x[first], x[second]], axis=1)
+            out[f"y_{split}"] = labels.astype(np.int64)
+        return out
+    return make
+
+
+#: Datasets derived from a prepared one: name -> (base, transform of its uint8/int64 arrays).
+DERIVED: dict[str, tuple[str, Callable[[Arrays], Arrays]]] = {
+    "mnist-lucid": ("mnist", _images_only(lucid_scrambled)),
+    "mnist-lucid-replicated": ("mnist", _images_only(replicate_channels)),
+    **{f"{kind}{'-same' if same else ''}-{base}": (base, _two_image(kind, same))
+       for kind in ("halves", "stacked") for same in (False, True) for base in ("mnist", "fashion")},
+}
+
+
+def base_dataset(name: str) -> str:
+    """The prepared dataset a (possibly derived) dataset is read from."""
+    return DERIVED[name][0] if name in DERIVED else name
+
+
 def load_arrays(name: str, root: str | Path | None = None, prepare_missing: bool = True,
                 verify: bool = True) -> tuple[Arrays, dict]:
     """The canonical uint8/int64 arrays and the manifest, verified at every load.
@@ -295,10 +370,15 @@ def load_arrays(name: str, root: str | Path | None = None, prepare_missing: bool
     (:data:`KNOWN_SHA256`: mnist, fashion, digits) the bytes must match the *pinned* digest, so a
     folder whose files and ``manifest.json`` were both rewritten is still refused; other datasets
     (cifar10) are checked against their manifest. Verification costs about 0.1 s per MNIST load
-    (55 MB; SHA-256 at ~0.5 GB/s), so it is not cached.
+    (55 MB; SHA-256 at ~0.5 GB/s), so it is not cached. A derived dataset (:data:`DERIVED`) is its
+    base dataset's verified arrays, transformed.
     """
+    if name in DERIVED:  # the base dataset's verified arrays, images transformed
+        base, transform = DERIVED[name]
+        arrays, manifest = load_arrays(base, root, prepare_missing, verify)
+        return transform(arrays), manifest
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *DERIVED])}")
     folder = data_root(root) / "datasets" / name
     if not (folder / "manifest.json").exists():
         if not prepare_missing:

@@ -99,7 +99,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
                seed: int = 0, correction: str = "holm", before_batchnorm: bool = False, *,
                ties: str = "strict", alpha: float = 0.05, exclude_isolated: Any = True,
                complete: str = "skip", max_memory: int = DEFAULT_MAX_MEMORY,
-               progress: bool = False, require_above_chance: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+               progress: bool = False, require_above_chance: bool = True, arithmetic: str = "exact",
+               undefined_ranges: str = "as_ties") -> tuple[pd.DataFrame, dict[str, Any]]:
     """Lesion tests of every sub-cluster against random same-size sets of its layer.
 
     Args:
@@ -118,6 +119,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         require_above_chance: refuse a network whose intact balanced accuracy is not above chance
             (``validate.above_chance``: its lesion tests would measure noise). False for random-weight
             networks in tests and for checking the machinery.
+        arithmetic, undefined_ranges: forwarded to :func:`modularity.stats.lesion_summary` ("float" ties as
+            the reference; how an undefined lesion range enters the range tests).
 
     Returns:
         ``(table, summary)``. ``table`` has one row per sub-cluster with the columns :data:`COLUMNS`
@@ -136,6 +139,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
     if not isinstance(n_random, (int, np.integer)) or isinstance(n_random, bool) or n_random < 1:
         raise ModularityError(f"n_random must be a positive integer, got {n_random!r}")
     validate.importance_options(correction, ties, seed, alpha)
+    validate.choice(arithmetic, ("exact", "float"), "arithmetic")
+    validate.choice(undefined_ranges, stats.UNDEFINED_RANGE_RULES, "undefined_ranges")
     validate.finite_model(model)
     if complete not in COMPLETE_MODES:
         raise ModularityError(f"complete must be one of {', '.join(COMPLETE_MODES)}; got {complete!r}")
@@ -191,7 +196,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
 
     keep = np.flatnonzero(tested)
     summ = stats.lesion_summary(unl, true[keep], rand[:, keep], sizes, ties=ties, correction=correction,
-                                alpha=alpha, seed=seed)
+                                alpha=alpha, seed=seed, arithmetic=arithmetic,  # type: ignore[arg-type]
+                                undefined_ranges=undefined_ranges)  # type: ignore[arg-type]
     table = _table(subs, summ, keep, unl, true, sizes, whole, tested, exclude_isolated, int(n_random), seed,
                    correction, ties, before_batchnorm, alpha)
     summary = {k: v for k, v in summ.items() if np.ndim(v) == 0 or isinstance(v, tuple)}

@@ -176,6 +176,22 @@ def _build_tags() -> dict[str, TagSpec]:
     for ds, name in (("mnist", "MNIST"), ("fashion", "FASHION")):
         tags.update(_variants(name, "mlp", ds, 5e-5, epochs=20, pruning_epochs=20, batch_size=128))
         tags.update(_variants(f"CNN-{name}", "cnn", ds, 5e-5, epochs=10, pruning_epochs=10, batch_size=64))
+    # The reference's +LUCID networks (docs/methods.md §1.3, §9.9): column-scrambled 3-channel MNIST, the
+    # MLPs trained 30 + 20 epochs; "-REPLICATED" (not in the paper) uses true channel replication.
+    for ds, suffix, paper in (("mnist-lucid", "", True), ("mnist-lucid-replicated", "-REPLICATED", False)):
+        for drop, name in ((False, "MNIST"), (True, "MNIST+DROPOUT")):
+            tag = f"{name}+LUCID{suffix}"
+            tags[tag] = TagSpec(tag, "mlp", ds, dropout=drop, epochs=30, pruning_epochs=20, batch_size=128, paper=paper)
+            tags[f"CNN-{tag}"] = TagSpec(f"CNN-{tag}", "cnn", ds, dropout=drop, epochs=10, pruning_epochs=10,
+                                         batch_size=64, paper=paper)
+    # Two-image datasets (docs/methods.md §1.1): HALVES MLPs, STACKED small CNNs, "-SAME" = same-class pairs.
+    for ds, name in (("mnist", "MNIST"), ("fashion", "FASHION")):
+        for same in ("", "-SAME"):
+            tags[f"HALVES{same}-{name}"] = TagSpec(f"HALVES{same}-{name}", "mlp", f"halves{same.lower()}-{ds}",
+                                                   epochs=20, pruning_epochs=20, batch_size=128)
+            tags[f"CNN-STACKED{same}-{name}"] = TagSpec(f"CNN-STACKED{same}-{name}", "cnn",
+                                                        f"stacked{same.lower()}-{ds}", epochs=10, pruning_epochs=10,
+                                                        batch_size=64)
     vgg = dict(epochs=200, pruning_epochs=50, batch_size=128, augment=True)
     tags.update(_variants("CNN-VGG-CIFAR10", "vgg", "cifar10", 5e-4, **vgg))
     tags["CNN-VGG-CIFAR10+DROPOUT+L2REG"] = TagSpec("CNN-VGG-CIFAR10+DROPOUT+L2REG", "vgg", "cifar10",
@@ -193,6 +209,9 @@ TAGS: dict[str, TagSpec] = _build_tags()
 
 DATASET_SHAPES: dict[str, tuple[int, int, int]] = {  # (channels, height, width)
     "mnist": (1, 28, 28), "fashion": (1, 28, 28), "digits": (1, 8, 8), "cifar10": (3, 32, 32),
+    "mnist-lucid": (3, 28, 28), "mnist-lucid-replicated": (3, 28, 28),
+    **{f"halves{s}-{d}": (1, 28, 28) for s in ("", "-same") for d in ("mnist", "fashion")},
+    **{f"stacked{s}-{d}": (2, 28, 28) for s in ("", "-same") for d in ("mnist", "fashion")},
     "imagenet": (3, 224, 224),
 }
 

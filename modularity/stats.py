@@ -28,6 +28,19 @@ Tie rules (``ties=``), for a left-sided test (right-sided: mirror the inequaliti
 ``"conservative"``
     ``r = #{random <= true}``: ties count as at least as extreme. This is the valid permutation
     p-value of North et al. 2002 (never below its nominal level under the null).
+
+Undefined lesion ranges (``undefined_ranges=`` of :func:`lesion_summary`). A lesion that changes no
+class's accuracy on balance (mean per-class change exactly 0) has no class-specificity range (0/0,
+NaN). Compared with ``<``/``>`` a NaN is *unordered*, so by default (``"as_ties"``) it follows the tie
+rule: ``"strict"`` scores an undefined true range as more class-specific than every random draw (the
+smallest p), ``"conservative"`` as less (p = 1). Neither is meaningful, so two named alternatives:
+
+``"mid"``
+    every comparison involving an undefined range (true or random) counts half, whatever ``ties``
+    says for exact ties: an undefined range is neither more nor less class-specific than anything.
+``"exclude"``
+    sub-clusters whose true range is undefined are left out of the range tests (their ``p_ranges``
+    is NaN and ``n_undefined_ranges`` counts them); undefined random ranges count half, as ``"mid"``.
 """
 
 from __future__ import annotations
@@ -52,6 +65,9 @@ Side = Literal["left", "right"]
 Ties = Literal["strict", "mid", "conservative"]
 
 TIE_RULES: tuple[str, ...] = validate.TIE_RULES
+#: How an undefined class-specificity range enters the range tests (module docstring).
+UNDEFINED_RANGE_RULES: tuple[str, ...] = ("as_ties", "mid", "exclude")
+UndefinedRanges = Literal["as_ties", "mid", "exclude"]
 CORRECTION_METHODS: tuple[str, ...] = validate.CORRECTION_METHODS
 
 #: Default number of random draws per sub-cluster. With ``n`` draws the smallest rank p-value is
@@ -312,6 +328,7 @@ def lesion_summary(
     alpha: float = 0.05,
     seed: int = 0,
     n_boot: int = 2000,
+    undefined_ranges: UndefinedRanges = "as_ties",
 ) -> dict[str, Any]:
     """Importance and output-coherence statistics of one network from correct-prediction counts.
 
@@ -319,6 +336,9 @@ def lesion_summary(
     (draws, subclusters, classes), ``class_sizes`` (classes,). ``arithmetic="exact"`` compares
     balanced accuracies and ranges as exact rationals, so ties are found exactly; ``"float"``
     mimics the reference (float64 ``counts/size`` and ``<``), where ties fall by rounding.
+    ``undefined_ranges`` decides how undefined ranges enter the range tests (module docstring); with a
+    rule other than the default, ``undefined_ranges`` and ``n_undefined_ranges`` (sub-clusters whose
+    true range is undefined) are added to the network-level keys; ``undefined_range`` (S,) is always there.
 
     Network-level keys (METHODS 5.4): ``chi2_p_means``, ``combined_p_means``, ``chi2_p_ranges``,
     ``combined_p_ranges``, ``effect_means``, ``effect_ranges`` (reference effect factors),
@@ -368,7 +388,14 @@ def lesion_summary(
         cmp_over_t, cmp_over_r = overall_true, overall_rand
 
     p_means = rank_pvalue(cmp_mean_t, cmp_mean_r, "left", ties)
-    p_ranges = rank_pvalue(cmp_range_t, cmp_range_r, "right", ties)
+    _check_choice("undefined_ranges", undefined_ranges, UNDEFINED_RANGE_RULES)
+    undefined_true = _is_undefined(cmp_range_t)
+    if undefined_ranges == "as_ties":
+        p_ranges = rank_pvalue(cmp_range_t, cmp_range_r, "right", ties)
+    else:
+        p_ranges = _range_pvalue_undefined_half(cmp_range_t, cmp_range_r, ties)
+        if undefined_ranges == "exclude":
+            p_ranges = np.where(undefined_true, np.nan, p_ranges)
     p_overall = rank_pvalue(cmp_over_t, cmp_over_r, "left", ties)
     p_means_upper = rank_pvalue(cmp_mean_t, cmp_mean_r, "right", ties)
     p_overall_upper = rank_pvalue(cmp_over_t, cmp_over_r, "right", ties)
@@ -382,11 +409,13 @@ def lesion_summary(
         "unlesioned_balanced_acc": float(acc_unl.mean()), "unlesioned_overall_acc": float(unl.sum() / sizes.sum()),
         "chi2_p_means": chi2_uniformity(p_means, n_random),
         "combined_p_means": fisher_combined(p_means, n_random),
-        "chi2_p_ranges": chi2_uniformity(p_ranges, n_random),
-        "combined_p_ranges": fisher_combined(p_ranges, n_random),
+        "chi2_p_ranges": _nan_if_empty(chi2_uniformity, p_ranges, n_random),
+        "combined_p_ranges": _nan_if_empty(fisher_combined, p_ranges, n_random),
         "effect_means": reference_effect(mean_true, mean_rand),
         "effect_ranges": reference_effect(range_true, range_rand),
     }
+    if undefined_ranges != "as_ties":  # only then: the default summary keeps its keys (stored results)
+        out["undefined_ranges"], out["n_undefined_ranges"] = undefined_ranges, int(np.sum(undefined_true))
     eff_m = log_ratio_effect(mean_true, mean_rand, seed, "lesion_means", "mean", n_boot)
     eff_r = log_ratio_effect(range_true, range_rand, seed, "lesion_ranges", "median", n_boot)
     out["log_effect_means"], out["log_effect_means_ci"] = eff_m["log_effect"], (eff_m["ci_low"], eff_m["ci_high"])
@@ -405,9 +434,35 @@ def lesion_summary(
         true_overall_acc=overall_true, random_overall_acc=overall_rand.mean(0),
         diff_overall=overall_true - unl.sum() / sizes.sum(),
         true_range=range_true, random_range_median=_nanmedian(range_rand),
-        n_ties_means=n_ties, n_ties_ranges=n_ties_ranges, degenerate=degenerate,
+        n_ties_means=n_ties, n_ties_ranges=n_ties_ranges, degenerate=degenerate, undefined_range=undefined_true,
     )
     return out
+
+
+def _is_undefined(values: np.ndarray) -> np.ndarray:
+    """NaN test that also works on object arrays of ``Fraction`` (NaN is the only value != itself)."""
+    v = np.asarray(values)
+    return np.asarray([x != x for x in v.ravel()], dtype=bool).reshape(v.shape)
+
+
+def _range_pvalue_undefined_half(true: np.ndarray, random: np.ndarray, ties: Ties) -> np.ndarray:
+    """Right-sided rank p-value where a pair with an undefined (NaN) side counts half, exact ties per ``ties``."""
+    t, r = np.asarray(true), np.asarray(random)
+    undefined = _is_undefined(r) | _is_undefined(t)[None]
+    with np.errstate(invalid="ignore"):
+        more = np.asarray(r > t, dtype=bool) & ~undefined
+        less = np.asarray(r < t, dtype=bool) & ~undefined
+    exact_ties = ~(more | less | undefined)
+    weight = {"strict": 0.0, "mid": 0.5, "conservative": 1.0}[ties]
+    rank = np.sum(more, axis=0) + weight * np.sum(exact_ties, axis=0) + 0.5 * np.sum(undefined, axis=0)
+    return (rank + 1.0) / (r.shape[0] + 1.0)
+
+
+def _nan_if_empty(test: Any, pvalues: np.ndarray, n_random: int) -> float:
+    """``test`` on the defined p-values (NaN ones left out); NaN when none is left."""
+    p = np.asarray(pvalues, dtype=float)
+    p = p[~np.isnan(p)]
+    return test(p, n_random) if p.size else math.nan
 
 
 def coherence_summary(

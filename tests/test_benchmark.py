@@ -109,7 +109,9 @@ def test_plan_of_the_smoke_profile() -> None:
 def test_default_profile_skips_what_this_machine_cannot_do() -> None:
     p = plan.plan(plan.load_profile("default"), plan.load_tables())
     assert all(r.skip for r in p.rows if r.family in ("vgg", "imagenet"))
-    assert not any(r.skip for r in p.rows if r.family == "mlp" and r.k == 12)  # every MLP row at k=12 runs
+    tags = plan.load_profile("default").tags or ()
+    assert not any(r.skip for r in p.rows if r.family == "mlp" and r.k == 12 and r.tag in tags)  # all run at k=12
+    assert all("not in the default profile" in r.skip for r in p.rows if r.tag == "MNIST+L1REG")
     budget = [r for r in p.rows if r.table == "input_coherence" and r.family == "mlp" and r.k == 8]
     assert budget and all("time budget" in r.skip for r in budget)
     assert {s.family for s in p.stages} == {"mlp", "cnn"}
@@ -154,22 +156,99 @@ def test_judge_by_criterion() -> None:
     assert compare.judge(col("tolerance", abs=0.25), 9.2, 8.87, 3, 5) == "differ"
     assert compare.judge(col("sign"), -3.0, -9.7, 3, 5) == "agree"
     assert compare.judge(col("sign"), 2.0, -9.7, 3, 5) == "differ"
-    band = col("band", factor=1.25, center=1.0)
-    assert compare.judge(band, 1.10, 1.0254, 3, 5) == "agree"
+    band = col("band", factor=2, center=1.0)
+    assert compare.judge(band, 1.021, 1.0254, 3, 5) == "agree"  # excess 0.021 vs 0.025
     assert compare.judge(band, 0.98, 1.0254, 3, 5) == "differ"  # wrong side of 1
-    assert compare.judge(band, 1.5, 1.1, 3, 5) == "differ"  # outside x1.25
+    assert compare.judge(band, 1.10, 1.0254, 3, 5) == "differ"  # excess 4x the paper's (the ratio 1.07 hid it)
+    assert compare.judge(band, math.inf, 1.1, 3, 5) == "differ"
     assert compare.judge(col("report"), 1.0, 2.0, 3, 5) == "report"
     assert compare.judge(col("tolerance", abs=1), math.nan, 2.0, 3, 5) == "n/a"
 
 
-def test_replicate_counts_scale_to_our_number_of_replicates() -> None:
-    rep = col("replicates", stat="n_significant", within=1)
-    assert compare.judge(rep, 5, 5, 5, 5) == "agree"
-    assert compare.judge(rep, 4, 5, 5, 5) == "agree"  # within one
-    assert compare.judge(rep, 3, 5, 5, 5) == "differ"
-    assert compare.judge(rep, 2, 5, 3, 5) == "agree"  # 5/5 scaled to 3 replicates = 3
-    assert compare.judge(rep, 1, 5, 3, 5) == "differ"
-    assert compare.judge(rep, 0, 0, 3, 5) == "agree"
+def test_tolerance_scales_with_the_papers_replicate_sd() -> None:
+    tol = col("tolerance", abs=0.02, sd=3)
+    # SD 0.05 over 5 paper replicates, 3 of ours: 3 * 0.05 * sqrt(1/3 + 1/5) = 0.1095
+    assert compare.tolerance(tol.criterion, 0.05, 3, 5) == pytest.approx(0.1095, abs=1e-4)
+    assert compare.judge(tol, 9.0, 8.9, 3, 5, paper_sd=0.05) == "agree"
+    assert compare.judge(tol, 9.02, 8.9, 3, 5, paper_sd=0.05) == "differ"
+    assert compare.judge(tol, 8.915, 8.9, 3, 5, paper_sd=0.001) == "agree"  # the floor
+    assert compare.judge(tol, 8.93, 8.9, 3, 5, paper_sd=0.001) == "differ"
+    assert compare.judge(tol, 8.915, 8.9, 1, 1) == "agree"  # one paper replicate: floor only
+    j = compare.judge_cell(tol, 9.02, 8.9, 3, 5, paper_sd=0.05)
+    assert "0.12 > 0.11" in j.rule and "SD 0.05" in j.rule
+
+
+def test_replicate_counts_use_an_exact_test_and_say_not_testable() -> None:
+    rep = col("replicates", stat="n_significant")
+    assert compare.judge(rep, 3, 0, 3, 5) == "differ"  # 3/3 vs 0/5: Fisher p = 1/56
+    assert compare.judge(rep, 0, 5, 3, 5) == "differ"
+    assert compare.judge(rep, 3, 3, 3, 5) == "not testable"  # 3/5 in the paper: no count of 3 differs at 0.05
+    assert compare.judge(rep, 2, 5, 3, 5) == "agree"
+    assert compare.judge(rep, 0, 5, 5, 5) == "differ"
+    # one replicate against five: no count of ours could differ, so never "agree" (the old rule said ✓)
+    assert compare.judge(rep, 0, 5, 1, 5) == "not testable"
+    assert compare.judge(rep, 1, 0, 1, 5) == "not testable"
+    assert "Fisher" in compare.judge_cell(rep, 3, 0, 3, 5).rule
+
+
+def _judged_columns(table: plan.TableSpec) -> list[plan.Column]:
+    return [c for c in table.columns if c.criterion["kind"] != "report"]
+
+
+@pytest.mark.parametrize("n_ours", [1, 3, 5])
+def test_every_rule_of_every_spec_can_differ_on_every_reference_row(n_ours: int) -> None:
+    """0 vacuous cells: for every judged column and every reference network, a contradicting value of ours
+    is judged "differ" and the paper's own value "agree"; where no value could differ the cell says
+    "not testable" (never "agree")."""
+    n_cells = n_untestable = 0
+    for table in plan.load_tables():
+        paper = paper_values.load_paper_values(table.paper)
+        for (tag, _pruned, _k), grp in paper.groupby(["tag", "pruned", "k"]):
+            for c in _judged_columns(table):
+                if c.key not in grp or grp[c.key].isna().all():
+                    continue
+                pap = compare.aggregate(grp[c.key], c)
+                sd = compare.replicate_sd(grp[c.key]) if c.stat == "median" else math.nan
+                bad = compare.contradiction(c, pap, n_ours, len(grp), sd)
+                n_cells += 1
+                if bad is None:
+                    n_untestable += 1
+                    assert compare.judge(c, pap, pap, n_ours, len(grp), sd) == "not testable", (table.name, tag, c.name)
+                    continue
+                assert compare.judge(c, bad, pap, n_ours, len(grp), sd) == "differ", (table.name, tag, c.name, bad)
+                if c.stat == "median" or n_ours == len(grp):
+                    assert compare.judge(c, pap, pap, n_ours, len(grp), sd) == "agree", (table.name, tag, c.name)
+    assert n_cells > 100
+    if n_ours >= 3:
+        assert n_untestable < n_cells / 4  # the count rule is testable from 3 replicates against 5
+
+
+def test_misspelt_spec_field_is_rejected_when_loaded() -> None:
+    good = yaml.safe_load((plan.SPEC_DIR / "clusterability.yaml").read_text())
+    bad = dict(good, columns=[*good["columns"], {"key": "ncutt", "criterion": {"kind": "tolerance", "abs": 0.1}}])
+    with pytest.raises(ModularityError, match="'ncutt' is not a result field of analysis 'cluster'") as exc:
+        plan.parse_table_spec(bad, "clusterability.yaml")
+    assert "\n" not in str(exc.value) and "ncut" in str(exc.value).split("mean")[-1]
+    wrong_analysis = dict(good, columns=[{"key": "combined_p_means", "criterion": {"kind": "report"}}])
+    with pytest.raises(ModularityError, match="not a result field"):
+        plan.parse_table_spec(wrong_analysis)
+    no_floor = dict(good, columns=[{"key": "ncut", "criterion": {"kind": "tolerance", "sd": 3}}])
+    with pytest.raises(ModularityError, match="needs abs"):
+        plan.parse_table_spec(no_floor)
+    typo = dict(good, columns=[{"key": "ncut", "criterion": {"kind": "tolerance", "abs": 0.1, "sds": 3}}])
+    with pytest.raises(ModularityError, match="unknown criterion parameter"):
+        plan.parse_table_spec(typo)
+
+
+def test_registry_lists_the_fields_the_stages_write() -> None:
+    """The analysis registry's result fields are the value columns of the stored smoke results."""
+    from benchmark import analyses
+
+    assert tuple(a.name for a in analyses.ANALYSES) == plan.ANALYSES
+    for a in analyses.ANALYSES:
+        stored = compare.read_expected(reproduce.EXPECTED_SMOKE / f"{a.stage}.csv")
+        assert set(a.fields) == set(stored.columns) - set(compare.KEYS), a.name
+        assert (paper_values.EXPECTED_PAPER / f"{a.paper}.csv").is_file()
 
 
 def test_aggregate_median_and_count() -> None:
@@ -179,10 +258,12 @@ def test_aggregate_median_and_count() -> None:
 
 
 def fake_results(tag: str = "MNIST", pruned: bool = True, k: int = 12, seeds: tuple[int, ...] = (0, 1, 2),
-                 ncut: float = 8.9) -> pd.DataFrame:
+                 ncut: float = 8.9, **values: float) -> pd.DataFrame:
+    base = {"ncut": ncut, "null_mean": 9.19, "null_stdev": 0.03, "z_score": -10.0, "percentile": 1 / 51,
+            "test_acc": 0.9837, "train_acc": 1.0, "n_shuffles": 50}
+    base.update(values)
     return pd.DataFrame([{"analysis": "cluster", "tag": tag, "family": "mlp", "seed": s, "pruned": pruned, "k": k,
-                          "ncut": ncut + 0.01 * s, "null_mean": 9.2, "null_stdev": 0.03, "z_score": -10.0,
-                          "percentile": 1 / 21, "test_acc": 0.981, "train_acc": 1.0} for s in seeds])
+                          **base, "ncut": base["ncut"] + 0.001 * s} for s in seeds])
 
 
 def test_compare_table_rows_and_verdicts() -> None:
@@ -195,17 +276,120 @@ def test_compare_table_rows_and_verdicts() -> None:
     out = compare.compare_table(table, rows, res, paper_values.load_paper_values("clusterability"),
                                 {("FASHION", True, 12): "stage failed: boom"})
     verdicts = dict(zip(zip(out.rows.tag, out.rows.k, strict=True), out.rows.verdict, strict=True))
-    assert verdicts[("MNIST", 12)] == "agree"
+    assert verdicts[("MNIST", 12)] == "agree", out.long[out.long.k == 12][["column", "verdict", "rule"]]
     assert verdicts[("MNIST", 8)] == "no paper value"
     assert verdicts[("FASHION", 12)] == "not run"
     assert verdicts[("CNN-VGG-CIFAR10", 12)] == "skipped"
     ncut = out.long[(out.long.column == "ncut") & (out.long.k == 12)].iloc[0]
-    assert ncut.ours == pytest.approx(8.91) and ncut.paper == pytest.approx(8.8746, abs=1e-4)
+    assert ncut.ours == pytest.approx(8.901) and ncut.paper == pytest.approx(8.8746, abs=1e-4)
+    assert ncut.paper_sd == pytest.approx(0.049296, abs=1e-5)
     n_sig = out.long[(out.long.column == "n_sig_percentile") & (out.long.k == 12)].iloc[0]
     assert (n_sig.ours, n_sig.paper, n_sig.verdict) == (3, 5, "agree")
     # Moving the n-cut by 0.5 makes the row differ, naming the column.
     moved = compare.compare_table(table, rows[:1], fake_results(ncut=9.4), paper_values.load_paper_values("clusterability"))
     assert moved.rows.verdict.tolist() == ["differ"] and moved.rows.differing.tolist() == ["n-cut"]
+
+
+def test_a_contradicting_row_differs_on_every_judged_column() -> None:
+    """Each judged clusterability column alone, moved to its contradicting value, makes the row differ."""
+    table = {t.name: t for t in plan.load_tables()}["clusterability"]
+    paper = paper_values.load_paper_values("clusterability")
+    row = plan.Row("clusterability", "mlp", "MNIST", True, 12, (0, 1, 2))
+    prow = compare.paper_rows(table, paper, row)
+    for c in _judged_columns(table):
+        bad = compare.contradiction(c, compare.aggregate(prow[c.key], c), 3, 5, compare.replicate_sd(prow[c.key]))
+        assert bad is not None, c.name
+        if c.stat == "n_significant":  # a count of significant replicates: make `bad` of them significant
+            res = fake_results(percentile=1.0)
+            res.loc[: int(bad) - 1, "percentile"] = 1 / 51
+        else:
+            res = fake_results(**{c.key: bad})
+        out = compare.compare_table(table, [row], res, paper)
+        assert out.rows.verdict.tolist() == ["differ"] and out.rows.differing.tolist() == [c.label], c.name
+
+
+def test_percentiles_from_another_number_of_shuffles_are_not_comparable() -> None:
+    table = {t.name: t for t in plan.load_tables()}["clusterability"]
+    row = plan.Row("clusterability", "mlp", "MNIST", True, 12, (0, 1, 2))
+    out = compare.compare_table(table, [row], fake_results(n_shuffles=20, percentile=1 / 21),
+                                paper_values.load_paper_values("clusterability"))
+    cell = out.long[out.long.column == "n_sig_percentile"].iloc[0]
+    assert cell.verdict == "not comparable" and "n shuffles 20 (the paper: 50)" in cell.rule
+    assert out.rows.verdict.tolist() == ["agree"] and "#p<.05" in out.rows.untestable.iloc[0]
+
+
+def test_rows_that_are_not_like_for_like_say_why_and_stay_out_of_the_counts() -> None:
+    profile = plan.load_profile("default")
+    tables = {t.name: t for t in plan.load_tables()}
+    cl, ic = tables["clusterability"], tables["input_coherence"]
+    paper = paper_values.load_paper_values("clusterability")
+    mlp = plan.Row("clusterability", "mlp", "MNIST", True, 12, (0, 1, 2))
+    cnn = plan.Row("clusterability", "cnn", "CNN-MNIST", True, 12, (0,))
+    assert compare.like_for_like(cl, mlp, profile, pd.DataFrame(), compare.paper_rows(cl, paper, mlp)) == []
+    why = compare.like_for_like(cl, cnn, profile, pd.DataFrame(), compare.paper_rows(cl, paper, cnn))
+    assert any(w.startswith("recipe:") for w in why) and any("matrix 1-norm" in w for w in why)
+    lucid = paper_values.load_paper_values("input_coherence")
+    mn = plan.Row("input_coherence", "mlp", "MNIST", True, 12, (0, 1, 2))
+    why = compare.like_for_like(ic, mn, profile, pd.DataFrame(), compare.paper_rows(ic, lucid, mn))
+    assert any("MNIST+LUCID" in w for w in why)
+    res = fake_results(tag="CNN-MNIST", seeds=(0,), ncut=20.0).assign(family="cnn")
+    out = compare.compare_table(cl, [cnn], res, paper, profile=profile)
+    r = out.rows.iloc[0]
+    assert (r.verdict, r.comparable, r.cells_verdict) == ("not comparable", False, "differ") and "recipe" in r.why
+    assert report.counts(out)["differ"] == 0 and report.counts(out)["not comparable"] == 1
+
+
+def test_p_values_are_corrected_across_the_networks_of_a_table() -> None:
+    from modularity.stats import correct
+
+    table = {t.name: t for t in plan.load_tables()}["importance"]
+    long = pd.DataFrame({"column": ["combined_p_means"] * 3 + ["effect_means"], "k": [12] * 4,
+                         "ours": [0.01, 0.04, 0.5, 1.1], "paper": [0.02, math.nan, 0.3, 1.0],
+                         "ours_corrected": math.nan, "paper_corrected": math.nan})
+    out = compare.correct_across_networks(table, long)
+    np.testing.assert_allclose(out.ours_corrected[:3], correct([0.01, 0.04, 0.5], "holm")[1])
+    np.testing.assert_allclose(out.paper_corrected[[0, 2]], correct([0.02, 0.3], "holm")[1])
+    assert math.isnan(out.paper_corrected[1]) and math.isnan(out.ours_corrected[3])
+
+
+def test_coverage_classifies_every_reference_row() -> None:
+    profile = plan.load_profile("default")
+    p = plan.plan(profile, plan.load_tables())
+    cmps = [compare.compare_table(t, [r for r in p.rows if r.table == t.name], pd.DataFrame(),
+                                  paper_values.load_paper_values(t.paper), profile=profile) for t in p.tables]
+    papers = {t.paper: paper_values.load_paper_values(t.paper) for t in p.tables}
+    cov = compare.coverage(cmps, papers)
+    # 75 + 6 (ImageNet, METHODS 8.2) clusterability, 13 lesion rows in two tables, 9 Lucid rows
+    assert len(cov) == 81 + 2 * 13 + 9
+    assert len(cov.drop_duplicates(["reference_tag", "pruned", "k", "source"])) == 97 + 6
+    assert set(cov["class"]) <= set(compare.COVERAGE) and (cov["why"] != "").all()
+    halves = cov[cov.tag.str.startswith("HALVES")]
+    assert len(halves) == 8 and (halves["class"] == "not run").all()  # implemented, not in the default profile
+    small = cov[cov.tag.str.startswith("SMALL-MNIST")]
+    assert len(small) == 4 and (small["class"] == "not runnable here").all()
+    assert (cov[cov.tag == "MNIST+L1REG"]["class"] == "not run").all()
+    assert (cov[cov.tag == "POLY"]["class"] == "not runnable here").all()
+
+
+def test_report_rejudges_the_committed_tables(tmp_path: Path) -> None:
+    """``python -m benchmark.report``: the committed default tables, re-judged; claims first, every cell testable."""
+    tables = Path(__file__).resolve().parents[1] / "paper" / "tables"
+    assert report.main(["--profile", "default", "--from-tables", str(tables), "--out", str(tmp_path), "--no-figures"]) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    head = summary.split("## Coverage")[0]
+    for claim in ("**Clusterability**", "**Importance**", "**Output coherence**", "**Input coherence**"):
+        assert claim in head
+    cov = pd.read_csv(tmp_path / "tables" / "coverage.csv")
+    assert len(cov) == 116
+    assert "Output coherence and undefined lesion ranges" in summary
+    for name in ("clusterability", "importance", "output_coherence", "input_coherence"):
+        df = pd.read_csv(tmp_path / "tables" / f"{name}.csv")
+        assert "rule" in df.columns and "comparable" in df.columns
+        judged = df[df.verdict.isin(["agree", "differ"])]
+        table = {t.name: t for t in plan.load_tables()}[name]
+        cols = {c.name: c for c in table.columns}
+        for _, e in judged.iterrows():  # 0 vacuous cells: each judged cell could have said "differ"
+            assert compare.contradiction(cols[e.column], e.paper, int(e.n_ours), int(e.n_paper), e.paper_sd) is not None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -454,3 +638,104 @@ def test_flat_values_and_json_round_trip(tmp_path: Path) -> None:
     doc = stages.read_result(tmp_path / "k12.json")
     assert doc["values"]["inf"] == float("inf") and doc["k"] == 12
     assert "Infinity" not in (tmp_path / "k12.json").read_text()  # strict JSON: no Infinity literal
+
+
+def test_every_cited_methods_section_exists_in_docs_methods() -> None:
+    """Every "METHODS.md N.M" / "methods §N.M" the code and docs cite is a section of docs/methods.md."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "docs" / "methods.md").read_text()
+    have = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[ .]", text, flags=re.M))
+    nine = text.split("\n## 9.", 1)[1]
+    have |= {f"9.{n}" for n in re.findall(r"^(\d+)\. ", nine, flags=re.M)}
+    cite = re.compile(r"(?:METHODS(?:\.md)?|methods) ?§?((?:\d+(?:\.\d+)*)(?:(?:[-/,]| and |, §?| / )+\d+(?:\.\d+)*)*)")
+    cited: set[str] = set()
+    for folder in ("modularity", "benchmark", "tests", "docs"):
+        for path in (repo / folder).rglob("*"):
+            if path.suffix in (".py", ".md", ".yaml") and path.is_file():
+                for group in cite.findall(path.read_text(errors="ignore")):
+                    cited |= set(re.findall(r"\d+(?:\.\d+)*", group))
+    cited = {c for c in cited if not c.startswith("0") and float(c.split(".")[0]) <= 9}
+    assert len(cited) > 30
+    assert sorted(cited - have) == []
+
+
+def test_reference_settings_are_options_the_stages_read() -> None:
+    """Every like-for-like setting marked as an option is read from the profile by the stages (or the graph)."""
+    import inspect
+
+    from benchmark import analyses
+
+    source = inspect.getsource(stages)
+    for a in analyses.ANALYSES:
+        for s in a.reference:
+            if s.section == "graph":
+                assert s.key in plan.load_profile("default").graph, s.key
+            elif s.option:
+                assert f'"{s.key}"' in source, (a.name, s.key)
+            else:
+                assert f'"{s.key}"' not in source, f"{s.key} is an option now: set option=True"
+
+
+def test_lucid_networks_see_the_references_scrambled_inputs() -> None:
+    """+LUCID tags: 3-channel inputs where channel c at column j is the original column (3j + c) mod 28."""
+    from modularity.data import DERIVED, base_dataset, lucid_scrambled, replicate_channels
+    from modularity.models import build_model, tag_spec
+
+    x = np.arange(2 * 28 * 28, dtype=np.int64).reshape(2, 1, 28, 28) % 251
+    y = lucid_scrambled(x.astype(np.uint8))
+    j = np.arange(28)
+    for c in range(3):
+        np.testing.assert_array_equal(y[:, c][:, :, j], x[:, 0][:, :, (3 * j + c) % 28])
+    np.testing.assert_array_equal(replicate_channels(x)[:, 2], x[:, 0])
+    assert base_dataset("mnist-lucid") == "mnist" and {"mnist-lucid", "mnist-lucid-replicated"} <= set(DERIVED)
+    spec = tag_spec("MNIST+LUCID")
+    assert (spec.dataset, spec.epochs, spec.pruning_epochs, spec.paper) == ("mnist-lucid", 30, 20, True)
+    assert build_model("MNIST+DROPOUT+LUCID").in_features == 2352
+    assert tag_spec("CNN-MNIST+LUCID-REPLICATED").dataset == "mnist-lucid-replicated"
+
+
+def test_lucid_rows_compare_like_networks() -> None:
+    """MNIST+LUCID is compared with the paper's MNIST+LUCID (comparable network); MNIST with it too, but not like for like."""
+    profile = plan.load_profile("default")
+    ic = {t.name: t for t in plan.load_tables()}["input_coherence"]
+    lucid = paper_values.load_paper_values("input_coherence")
+    ours = plan.Row("input_coherence", "mlp", "MNIST+LUCID", True, 12, (0, 1, 2))
+    plain = plan.Row("input_coherence", "mlp", "MNIST", True, 12, (0, 1, 2))
+    assert set(compare.paper_rows(ic, lucid, ours)["reference_tag"]) == {"MNIST+LUCID"}
+    assert set(compare.paper_rows(ic, lucid, plain)["reference_tag"]) == {"MNIST+LUCID"}
+    why = compare.like_for_like(ic, ours, profile, pd.DataFrame(), compare.paper_rows(ic, lucid, ours))
+    assert not any(w.startswith("network:") for w in why)
+    assert any(w.startswith("network:") for w in compare.like_for_like(ic, plain, profile, pd.DataFrame(),
+                                                                        compare.paper_rows(ic, lucid, plain)))
+    assert dvcgen.dataset_dep("MNIST+LUCID") == "data/datasets/mnist"
+
+
+def test_two_image_datasets_follow_the_references_construction() -> None:
+    """HALVES: two half-width images side by side; STACKED: two channels; labels (y1 + y2) mod 10 or y_i."""
+    from modularity.data import DERIVED
+    from modularity.models import build_model, tag_spec
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 256, (50, 1, 28, 28), dtype=np.uint8), "y_train": rng.integers(0, 10, 50),
+              "x_test": rng.integers(0, 256, (20, 1, 28, 28), dtype=np.uint8), "y_test": rng.integers(0, 10, 20)}
+    for name in ("halves-mnist", "halves-same-mnist", "stacked-mnist", "stacked-same-mnist"):
+        base, make = DERIVED[name]
+        out = make(arrays)
+        assert base == "mnist" and out["x_test"].dtype == np.uint8 and len(out["y_test"]) == 20
+        x, y = out["x_train"], out["y_train"]
+        if name.startswith("stacked"):
+            assert x.shape == (50, 2, 28, 28)
+            first = [int(np.flatnonzero((arrays["x_train"][:, 0] == x[i, 0]).all(axis=(1, 2)))[0]) for i in range(50)]
+            second = [int(np.flatnonzero((arrays["x_train"][:, 0] == x[i, 1]).all(axis=(1, 2)))[0]) for i in range(50)]
+            ya = arrays["y_train"]
+            if "same" in name:
+                assert first == list(range(50)) and (ya[second] == ya).all() and (y == ya).all()
+            else:
+                assert (y == (ya[first] + ya[second]) % 10).all()
+        else:
+            assert x.shape == (50, 1, 28, 28) and (x.reshape(50, -1).max(1) == 255).all()
+        np.testing.assert_array_equal(make(arrays)["x_test"], out["x_test"])  # seeded
+    assert build_model("CNN-STACKED-SAME-FASHION").in_channels == 2
+    assert tag_spec("HALVES-MNIST").family == "mlp" and build_model("HALVES-MNIST").in_features == 784
