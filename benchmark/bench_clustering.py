@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                        "relative to ARPACK on the same graph, null where a solver failed; the machine is shared, "
                        "so cpu_seconds (this process) is the steadier measure")
     if not args.no_record:
-        record("clustering", results, path=args.out)
+        skipped = [name for name, flag in (("resnet50", args.no_resnet50), ("cifar-vgg", args.no_vgg)) if flag]
+        record("clustering", results, path=args.out, carry=tuple(f"graphs.{g}" for g in skipped) if not args.quick else ())
         print(f"recorded under 'clustering' in {args.out}")
     print(f"total {results['total_seconds']} s")
     return 0

@@ -111,14 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pruning-epochs", type=int, default=1)
     p.add_argument("--repeat", type=int, default=2, help="alternating rounds of both ways (best counts)")
     p.add_argument("--threads", type=int, default=1, help="torch threads for both ways (default 1)")
-    p.add_argument("--quick", action="store_true", help="2 networks, 256 images, 1 round (for tests)")
+    p.add_argument("--quick", action="store_true", help="2 DIGITS networks, 256 images, 1 round (for tests)")
     p.add_argument("--out", type=Path, default=PERFORMANCE_JSON)
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     jobs = parse_jobs(args.jobs)
     if args.quick:
-        jobs, args.train_subsample, args.repeat, args.epochs = jobs[:2], 256, 1, 0
+        jobs, args.train_subsample, args.repeat, args.epochs = [("DIGITS", 0), ("DIGITS", 1)], 256, 1, 0
     t0 = time.perf_counter()
     res = run(jobs, args.train_subsample, args.epochs, args.pruning_epochs, args.repeat)
     res["total_seconds"] = round(time.perf_counter() - t0, 1)
