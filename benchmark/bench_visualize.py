@@ -47,11 +47,13 @@ CHECKPOINTS = {"mlp": ("MNIST", Path("data/checkpoints/MNIST/seed0/pruned.pt")),
                "small-cnn": ("CNN-MNIST", Path("data/checkpoints/CNN-MNIST/seed0/unpruned.pt"))}
 
 
-def network(name: str) -> tuple[torch.nn.Module, str]:
-    """The benchmark network and a note on its weights."""
+def network(name: str, root: Path | None = None) -> tuple[torch.nn.Module, str]:
+    """The benchmark network and a note on its weights (``root``: another checkpoint root)."""
     from modularity.models import build_model, load_checkpoint
 
     tag, path = CHECKPOINTS[name]
+    if root is not None:
+        path = root / path.relative_to("data/checkpoints")
     if path.is_file():
         return load_checkpoint(path)[0], f"trained ({path})"
     torch.manual_seed(0)
@@ -167,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--networks", nargs="+", default=list(CHECKPOINTS), choices=list(CHECKPOINTS))
     p.add_argument("--lucent-single-images", type=int, default=8,
                    help="images timed one per render_vis call per network (default 8)")
+    p.add_argument("--checkpoints", type=Path, default=None,
+                   help="checkpoint root to take the trained networks from (default data/checkpoints)")
     p.add_argument("--no-lucent", action="store_true", help="skip the torch-lucent peer")
     p.add_argument("--quick", action="store_true", help="MLP only, 4 steps, 2 single images (for tests)")
     p.add_argument("--out", type=Path, default=PERFORMANCE_JSON)
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, Any] = {}
     for name in args.networks:
-        model, weights = network(name)
+        model, weights = network(name, args.checkpoints)
         targets, keys = images_to_optimise(model, args.k, args.n_random, seed=0)
         res = compare(model, targets, keys, args.steps, args.single_images)
         if not args.no_lucent:
