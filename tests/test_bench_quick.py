@@ -74,3 +74,16 @@ def test_missing_peer_is_recorded_as_not_installed(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lucent" else real(name, *a))
     res = bench_visualize.compare_lucent(torch.nn.Linear(2, 2), [], 1, 1, [1, 1, 2], 1.0)
     assert res == {"lucent_single": "not installed", "lucent_batched": "not installed"}
+
+
+def test_gpu_cnn_rows_plans_every_paper_cnn_stage_seed_by_seed(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark import gpu_cnn_rows
+
+    stages = gpu_cnn_rows.cnn_stages()
+    assert {s.family for s in stages} == {"cnn"} and len({s.tag for s in stages}) == 4
+    assert [s.seed for s in stages] == sorted(s.seed for s in stages)  # seed 0 of every tag first
+    for i, s in enumerate(stages):  # each network is trained before its analyses
+        if s.kind != "train":
+            assert any(t.kind == "train" and (t.tag, t.seed) == (s.tag, s.seed) for t in stages[:i])
+    assert gpu_cnn_rows.main(["--dry-run"]) == 0
+    assert capsys.readouterr().out.count("benchmark.stages") == len(stages)
