@@ -12,6 +12,22 @@ Both run in this process one after the other, with the same threads. Results go 
 ``paper/performance.json`` under ``"lesion"``: lesions per second of both, the speed-ups, the
 effective FLOP rate (full-forward FLOPs x lesions per second) as a fraction of a plain 4096^2 float32
 matrix product timed in the same run, and the projected time of 1000 random draws per sub-cluster.
+
+Peers (MLP, same lesion sample as the naive method, counts checked equal to the engine's), each
+recorded as ``"not installed"`` when its package is missing (``pip install -e .[bench]``):
+
+* ``hook``: a plain forward hook on the layer's Linear that zeroes the lesioned outputs, full forward;
+* ``captum_single``: Captum ``LayerFeatureAblation`` on that Linear, one lesion set per call (a layer
+  mask with the set as group 0 and the rest of the layer as group 1: Captum ablates every group);
+* ``captum_batched``: the same sample packed into layer masks of disjoint sets (first fit), each mask
+  ablated with ``perturbations_per_eval`` = its number of groups (the most a Captum user can batch).
+
+The forward function for Captum returns each image's correctness (argmax == label), so the
+attribution of a unit is ``correct(intact) - correct(lesioned)`` per image, from which the per-class
+counts follow exactly. The FLOP limit (``flop_limit``) is the least arithmetic a lesion needs given
+the intact activations: the rank-|S| change of the next layer's pre-activations (``2 n |S| d_next``)
+and the rest of the network over its non-zero weights (``2 n nnz``), at the matrix-product rate.
+``--quick`` runs a few hundred images and a handful of lesions (for tests).
 """
 
 from __future__ import annotations
@@ -26,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from benchmark.performance import best_time, record
+from benchmark.performance import PERFORMANCE_JSON, best_time, record
 from benchmark.plan import BENCHMARK_ROOT
 from modularity.layers import layer_by_name
 from modularity.lesion import lesion_counts
@@ -48,6 +64,125 @@ def naive_counts(model: nn.Module, layer: str, units: np.ndarray, x: torch.Tenso
             yb = y[i:i + batch]
             correct += torch.bincount(yb[pred == yb], minlength=n_classes)
     return correct.numpy()
+
+
+def hook_counts(model: nn.Module, layer: str, units: np.ndarray, x: torch.Tensor, y: torch.Tensor,
+                n_classes: int, batch: int = 10000) -> np.ndarray:
+    """A plain forward hook zeroing the lesioned units' pre-activations (the layer's Linear output)."""
+    module = model.get_submodule(layer_by_name(model, layer).weight)
+    idx = torch.from_numpy(np.array(units, dtype=np.int64))
+
+    def zero(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        out[:, idx] = 0
+        return out
+
+    handle = module.register_forward_hook(zero)
+    try:
+        with torch.inference_mode():
+            correct = torch.zeros(n_classes, dtype=torch.int64)
+            for i in range(0, len(x), batch):
+                pred = model(x[i:i + batch]).argmax(1)
+                yb = y[i:i + batch]
+                correct += torch.bincount(yb[pred == yb], minlength=n_classes)
+    finally:
+        handle.remove()
+    return correct.numpy()
+
+
+def _pack_disjoint(sets: list[np.ndarray]) -> list[list[int]]:
+    """First-fit packing of lesion sets into groups of mutually disjoint sets (indices into ``sets``)."""
+    packs: list[tuple[list[int], set[int]]] = []
+    for i, units in enumerate(sets):
+        u = {int(v) for v in units}
+        for members, used in packs:
+            if not used & u:
+                members.append(i)
+                used |= u
+                break
+        else:
+            packs.append(([i], set(u)))
+    return [members for members, _ in packs]
+
+
+def captum_counts(model: nn.Module, layer: str, sets: list[np.ndarray], x: torch.Tensor, y: torch.Tensor,
+                  n_classes: int, batched: bool) -> np.ndarray:
+    """Per-class correct counts after each lesion, with Captum's ``LayerFeatureAblation``."""
+    from captum.attr import LayerFeatureAblation
+
+    module = model.get_submodule(layer_by_name(model, layer).weight)
+    width = module.out_features
+
+    def correct(inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (model(inputs).argmax(1) == labels).float()
+
+    ablator = LayerFeatureAblation(correct, module)
+    packs = _pack_disjoint(sets) if batched else [[i] for i in range(len(sets))]
+    out = np.zeros((len(sets), n_classes), dtype=np.int64)
+    intact = correct(x, y)
+    for members in packs:
+        mask = torch.full((1, width), len(members), dtype=torch.int64)  # the rest of the layer: last group
+        for g, i in enumerate(members):
+            mask[0, torch.from_numpy(np.array(sets[i], dtype=np.int64))] = g
+        with torch.no_grad():
+            attr = ablator.attribute(x, additional_forward_args=(y,), layer_mask=mask,
+                                     perturbations_per_eval=len(members) + 1 if batched else 1)
+        for i in members:
+            unit = int(np.asarray(sets[i])[0])
+            lesioned = (intact - attr[:, unit]).round().bool()
+            out[i] = torch.bincount(y[lesioned], minlength=n_classes).numpy()
+    return out
+
+
+def lesion_flops(model: nn.Module, layer: str, size: int, n_images: int) -> int:
+    """Least FLOPs of one lesion given intact activations: rank-|S| update of the next layer + sparse suffix."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    i = linears.index(model.get_submodule(layer_by_name(model, layer).weight))
+    nxt = linears[i + 1]
+    suffix = sum(int((m.weight != 0).sum()) for m in linears[i + 2:])
+    return 2 * n_images * (size * nxt.out_features + suffix)
+
+
+def bench_peers(model: nn.Module, by_layer: dict[str, list[np.ndarray]], engine_counts: dict[str, np.ndarray],
+                engine_rate: float, naive_rate: float, x: torch.Tensor, y: torch.Tensor, n_sample: int,
+                matmul_rate: float) -> dict[str, Any]:
+    """Hook, Captum (single and batched) and the FLOP limit on an evenly spread sample of the lesions."""
+    import importlib.util
+
+    n_classes = int(y.max()) + 1
+    flat = [(layer, i) for layer, sets in by_layer.items() for i in range(len(sets))]
+    pick = [flat[j] for j in np.linspace(0, len(flat) - 1, min(n_sample, len(flat))).round().astype(int)]
+    res: dict[str, Any] = {"sample_lesions": len(pick)}
+
+    def timed(name: str, fn: Any) -> None:
+        t0 = time.perf_counter()
+        mismatches = 0
+        for layer in dict.fromkeys(lay for lay, _ in pick):
+            idx = [i for lay, i in pick if lay == layer]
+            counts = fn(layer, [by_layer[layer][i] for i in idx])
+            mismatches += int(sum(not np.array_equal(c, engine_counts[layer][i]) for c, i in zip(counts, idx, strict=True)))
+        rate = len(pick) / (time.perf_counter() - t0)
+        res[name] = {"lesions_per_s": round(rate, 3), "engine_speedup": round(engine_rate / rate, 2),
+                     "count_mismatches": mismatches}
+        print(f"  {name}: {rate:.3f} lesions/s, engine {engine_rate / rate:.1f}x faster, mismatches {mismatches}", flush=True)
+
+    timed("hook", lambda layer, sets: [hook_counts(model, layer, u, x, y, n_classes) for u in sets])
+    if importlib.util.find_spec("captum") is None:
+        res["captum_single"] = res["captum_batched"] = "not installed"
+    else:
+        import captum
+
+        res["captum_version"] = captum.__version__
+        timed("captum_single", lambda layer, sets: captum_counts(model, layer, sets, x, y, n_classes, batched=False))
+        timed("captum_batched", lambda layer, sets: captum_counts(model, layer, sets, x, y, n_classes, batched=True))
+    flops = np.mean([lesion_flops(model, layer, len(by_layer[layer][i]), len(x)) for layer, i in flat])
+    limit_rate = matmul_rate / flops
+    res["flop_limit"] = {"gflop_per_lesion": round(float(flops) / 1e9, 4), "lesions_per_s": round(limit_rate, 1),
+                         "engine_fraction_of_limit": round(engine_rate / limit_rate, 4),
+                         "engine_below_limit": round(limit_rate / engine_rate, 2)}
+    res["naive_engine_speedup"] = round(engine_rate / naive_rate, 2)
+    print(f"  FLOP limit {limit_rate:.0f} lesions/s ({flops / 1e9:.3f} GFLOP each): engine at "
+          f"{engine_rate / limit_rate:.1%} of it", flush=True)
+    return res
 
 
 def forward_flops(model: nn.Module, example: torch.Tensor) -> int:
@@ -126,7 +261,7 @@ def lesions_of(model: nn.Module, k: int, n_draws: int, seed: int = 0) -> dict[st
 
 
 def bench_network(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, k: int, n_draws: int,
-                  n_naive: int, matmul_rate: float) -> dict[str, Any]:
+                  n_naive: int, matmul_rate: float, n_peer: int = 0) -> dict[str, Any]:
     print(f"{name}: partition k={k} ...", flush=True)
     by_layer = lesions_of(model, k, n_draws)
     n_subclusters = sum(len(v) for v in by_layer.values()) // (1 + n_draws)
@@ -174,6 +309,8 @@ def bench_network(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     }
     print(f"  {name}: engine {engine_rate:.2f}/s, naive {naive_rate:.3f}/s, speedup {res['speedup']}x "
           f"(steady state {res['steady_state_speedup']}x), mismatches {mismatches}", flush=True)
+    if n_peer:
+        res["peers"] = bench_peers(model, by_layer, engine_counts, engine_rate, naive_rate, x, y, n_peer, matmul_rate)
     return res
 
 
@@ -189,17 +326,32 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads for both methods (default 1: with the 2 cores shared by other jobs, "
                         "2 threads make fine-grained ops wait for a descheduled thread)")
     p.add_argument("--skip-cnn", action="store_true")
+    p.add_argument("--peers", type=int, default=24,
+                   help="MLP lesions timed with the hook and Captum (single, batched); 0 skips the peers")
+    p.add_argument("--quick", action="store_true", help="300 images, 1 draw, 2 naive and 3 peer lesions, no CNN (for tests)")
+    p.add_argument("--out", type=Path, default=PERFORMANCE_JSON)
     p.add_argument("--no-record", action="store_true", help="print only; do not write paper/performance.json")
     args = p.parse_args(argv)
+    if args.quick:
+        args.images, args.mlp_draws, args.naive, args.peers, args.skip_cnn = 300, 1, 2, 3, True
     root = Path(args.checkpoints)
     torch.set_num_threads(args.threads)
-    matmul_rate = matmul_flops_per_s()
+    matmul_rate = matmul_flops_per_s(1024 if args.quick else 4096)
     print(f"plain 4096^2 matmul: {matmul_rate / 1e9:.1f} GFLOP/s, torch threads {torch.get_num_threads()}")
     results: dict[str, Any] = {"matmul_gflop_per_s": round(matmul_rate / 1e9, 2), "threads": args.threads}
     mlp, mlp_src = load_network("MNIST", True, root)
     x, y, ds = load_test("mnist", args.images)
     results["mlp"] = {**bench_network("MLP (MNIST, pruned)", mlp, x, y, args.k, args.mlp_draws, args.naive,
-                                      matmul_rate), **mlp_src, "dataset": ds}
+                                      matmul_rate, args.peers), **mlp_src, "dataset": ds}
+    if "peers" in results["mlp"]:
+        peers = results["mlp"]["peers"]
+        results["peer_ratios"] = {  # engine lesions/s over each peer's (the issue's headline numbers)
+            "vs_naive": peers["naive_engine_speedup"],
+            "vs_hook": peers["hook"]["engine_speedup"],
+            **{f"vs_{c}": peers[c]["engine_speedup"] if isinstance(peers[c], dict) else peers[c]
+               for c in ("captum_single", "captum_batched")},
+            "fraction_of_flop_limit": peers["flop_limit"]["engine_fraction_of_limit"]}
+    results["quick"] = args.quick
     results["mlp_speedup"] = results["mlp"]["speedup"]
     results["mlp_steady_state_speedup"] = results["mlp"]["steady_state_speedup"]
     results["mlp_minutes_for_1000_draws"] = results["mlp"]["minutes_for_1000_draws_per_subcluster"]
@@ -210,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         results["cnn_speedup"] = results["cnn"]["speedup"]
         results["cnn_steady_state_speedup"] = results["cnn"]["steady_state_speedup"]
     if not args.no_record:
-        record("lesion", results)
-        print("recorded under 'lesion' in paper/performance.json")
+        carry = ("cnn", "cnn_speedup", "cnn_steady_state_speedup") if args.skip_cnn and not args.quick else ()
+        record("lesion", results, path=args.out, carry=carry)
+        print(f"recorded under 'lesion' in {args.out}")
     return 0
 
 

@@ -16,6 +16,16 @@ reached still agree (``max_rel_activation_difference``). Per-image cost does not
 so the one-at-a-time rate is measured on the first ``--single-images`` images (all with ``0``) to
 keep the run short; the JSON says how many.
 
+Peer: torch-lucent 0.1.8 ``render_vis`` (``pip install -e .[bench]``; recorded as ``"not installed"``
+when missing), on the same targets, steps, Adam learning rate (0.05) and image size, with its options
+set to do no more work than ours: no transforms, no preprocessing, no upsampling to 224
+(``fixed_image_size`` = the image side), a 1-channel FFT image (``param.image(..., channels=1)``): one
+objective per call (``lucent_single``, on the first ``--lucent-single-images`` images) and one call for
+all images with a vectorised objective (``lucent_batched``: minus the per-image unit mask dotted with
+the per-image activations, the best batching a Lucent user can write). Lucent has no ReLU gradient
+override, so it does slightly less work per step than ours. Each Lucent call gets a fresh copy of the
+model, because ``render_vis`` leaves its forward hooks on the model it is given.
+
 Networks: the MNIST MLP (the trained pruned checkpoint ``data/checkpoints/MNIST/seed0/pruned.pt``
 when it exists, else Glorot-initialised) and the small MNIST CNN (``data/checkpoints/CNN-MNIST/seed0/
 unpruned.pt`` when it exists, else random). ``batched_speedup`` at the top level is the MLP's.
@@ -37,11 +47,13 @@ CHECKPOINTS = {"mlp": ("MNIST", Path("data/checkpoints/MNIST/seed0/pruned.pt")),
                "small-cnn": ("CNN-MNIST", Path("data/checkpoints/CNN-MNIST/seed0/unpruned.pt"))}
 
 
-def network(name: str) -> tuple[torch.nn.Module, str]:
-    """The benchmark network and a note on its weights."""
+def network(name: str, root: Path | None = None) -> tuple[torch.nn.Module, str]:
+    """The benchmark network and a note on its weights (``root``: another checkpoint root)."""
     from modularity.models import build_model, load_checkpoint
 
     tag, path = CHECKPOINTS[name]
+    if root is not None:
+        path = root / path.relative_to("data/checkpoints")
     if path.is_file():
         return load_checkpoint(path)[0], f"trained ({path})"
     torch.manual_seed(0)
@@ -94,6 +106,59 @@ def compare(model: torch.nn.Module, targets: list, keys: list, steps: int, n_sin
     }
 
 
+def _lucent_render(model: torch.nn.Module, targets: list, steps: int, image_shape: list[int]) -> None:
+    """One ``render_vis`` call optimising one image per target, each with its own unit-mask objective."""
+    from lucent.optvis import param, render
+
+    from modularity.layers import layer_by_name
+
+    c, h, w = image_shape
+    masks: dict[str, torch.Tensor] = {}
+    for b, (layer, units) in enumerate(targets):
+        spec = layer_by_name(model, layer)
+        name = spec.activation.replace(".", "_")
+        masks.setdefault(name, torch.zeros(len(targets), spec.width))[b, torch.from_numpy(np.array(units, dtype=np.int64))] = 1
+
+    def objective(hook: Any) -> torch.Tensor:
+        total = torch.zeros(())
+        for name, mask in masks.items():
+            act = hook(name)
+            act = act.mean((2, 3)) if act.dim() == 4 else act
+            total = total - (act * mask).sum()
+        return total
+
+    render.render_vis(model, objective, param_f=lambda: param.image(w, h, batch=len(targets), channels=c),
+                      transforms=[], thresholds=(steps,), preprocess=False, progress=False, show_image=False,
+                      fixed_image_size=(h, w))
+
+
+def compare_lucent(model: torch.nn.Module, targets: list, steps: int, n_single: int, image_shape: list[int],
+                   ours_batched_rate: float) -> dict[str, Any]:
+    """torch-lucent single and batched, on the same targets; images per second and our speed-up."""
+    import copy
+    import importlib.util
+
+    if importlib.util.find_spec("lucent") is None:
+        return {"lucent_single": "not installed", "lucent_batched": "not installed"}
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch.jit.script deprecation in lucent's imports
+    n_single = min(max(n_single, 1), len(targets))
+    copies = [copy.deepcopy(model).eval() for _ in range(n_single + 1)]
+    _lucent_render(copy.deepcopy(model).eval(), targets[:2], 2, image_shape)  # warm-up
+    t0 = time.perf_counter()
+    for i in range(n_single):
+        _lucent_render(copies[i], targets[i:i + 1], steps, image_shape)
+    single_rate = n_single / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    _lucent_render(copies[-1], targets, steps, image_shape)
+    batched_rate = len(targets) / (time.perf_counter() - t0)
+    return {"lucent_single_images_timed": n_single, "lucent_single_images_per_second": round(single_rate, 3),
+            "lucent_batched_images_per_second": round(batched_rate, 3),
+            "speedup_vs_lucent_single": round(ours_batched_rate / single_rate, 2),
+            "speedup_vs_lucent_batched": round(ours_batched_rate / batched_rate, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=64, help="Adam updates per image, both ways (default 64)")
@@ -102,23 +167,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--single-images", type=int, default=40,
                    help="images timed one at a time per network (0: all; default 40)")
     p.add_argument("--networks", nargs="+", default=list(CHECKPOINTS), choices=list(CHECKPOINTS))
+    p.add_argument("--lucent-single-images", type=int, default=8,
+                   help="images timed one per render_vis call per network (default 8)")
+    p.add_argument("--checkpoints", type=Path, default=None,
+                   help="checkpoint root to take the trained networks from (default data/checkpoints)")
+    p.add_argument("--no-lucent", action="store_true", help="skip the torch-lucent peer")
+    p.add_argument("--quick", action="store_true", help="MLP only, 4 steps, 2 single images (for tests)")
     p.add_argument("--out", type=Path, default=PERFORMANCE_JSON)
     args = p.parse_args(argv)
+    if args.quick:
+        args.networks, args.steps, args.single_images, args.lucent_single_images = ["mlp"], 4, 2, 2
 
     results: dict[str, Any] = {}
     for name in args.networks:
-        model, weights = network(name)
+        model, weights = network(name, args.checkpoints)
         targets, keys = images_to_optimise(model, args.k, args.n_random, seed=0)
         res = compare(model, targets, keys, args.steps, args.single_images)
+        if not args.no_lucent:
+            res.update(compare_lucent(model, targets, args.steps, args.lucent_single_images, res["image_shape"],
+                                      res["batched_images_per_second"]))
         results[name] = {"weights": weights, "k": args.k, "n_random": args.n_random,
                          "subclusters": len(targets) // (args.n_random + 1), **res}
         print(f"{name}: {res['images']} images x {args.steps} steps: batched {res['batched_images_per_second']} "
               f"img/s, one at a time {res['single_images_per_second']} img/s -> {res['batched_speedup']}x "
               f"(max image difference {res['max_abs_image_difference']:.1e}, "
               f"activation {res['max_rel_activation_difference']:.1e} relative)")
+        if "lucent_batched_images_per_second" in res:
+            print(f"  vs torch-lucent: {res['speedup_vs_lucent_single']}x one objective per call, "
+                  f"{res['speedup_vs_lucent_batched']}x batched with a vectorised objective")
     top = results.get("mlp") or next(iter(results.values()))
-    record("feature_visualisation", {"batched_speedup": top["batched_speedup"], "networks": results,
-                                     "device": "cpu"}, path=args.out)
+    ratios = {f"{name}_vs_{peer}": r.get(f"speedup_vs_{peer}", "not installed")
+              for name, r in results.items() for peer in ("lucent_single", "lucent_batched")}
+    record("feature_visualisation", {"batched_speedup": top["batched_speedup"], "peer_ratios": ratios,
+                                     "networks": results, "device": "cpu", "quick": args.quick}, path=args.out)
     return 0
 
 

@@ -31,8 +31,9 @@ from .errors import ModularityError
 from .graph import Block, WeightGraph, adjacency_from_blocks, graph_of
 from .utils import atomic_path, rng_for, write_json_atomic
 
-EigenSolver = Literal["arpack", "amg", "lobpcg"]
-EIGEN_SOLVERS: tuple[str, ...] = ("arpack", "amg", "lobpcg")
+EigenSolver = Literal["arpack", "amg", "lobpcg", "dense"]
+EIGEN_SOLVERS: tuple[str, ...] = ("arpack", "amg", "lobpcg", "dense")
+DENSE_MAX_VERTICES = 6000  # eigen_solver="dense" holds an n x n float64 matrix and costs O(n^3)
 NCUT_EPS = 1e-8  # added to every cluster volume, as the reference does
 LARGE_GRAPH = 2000  # above this many vertices the reference uses 100 k-means restarts instead of 25
 
@@ -99,6 +100,10 @@ def spectral_labels(adjacency: sparse.spmatrix, k: int, random_state: int, n_ini
     from sklearn.cluster import SpectralClustering
 
     sub = adj[keep][:, keep]
+    if eigen_solver == "dense":
+        labels = np.full(adj.shape[0], -1, dtype=np.int64)
+        labels[keep] = _dense_spectral_labels(sub, int(k), random_state, n_init or default_n_init(n_kept))
+        return labels
     model = SpectralClustering(n_clusters=int(k), affinity="precomputed", assign_labels="kmeans",
                                eigen_solver=eigen_solver, n_init=n_init or default_n_init(n_kept),
                                random_state=random_state)
@@ -116,6 +121,40 @@ def spectral_labels(adjacency: sparse.spmatrix, k: int, random_state: int, n_ini
     return labels
 
 
+def _dense_spectral_labels(adjacency: sparse.csr_matrix, k: int, random_state: int, n_init: int) -> np.ndarray:
+    """scikit-learn's ARPACK spectral clustering with the eigenvectors from a dense LAPACK solve instead.
+
+    Every step but the eigensolver is scikit-learn 1.9's ``SpectralClustering.fit`` for
+    ``affinity="precomputed", eigen_solver="arpack"``: the normalised Laplacian with unit diagonal, the
+    ``k`` eigenvectors of smallest eigenvalue scaled by ``D^-1/2``, the deterministic sign flip, and
+    ``k_means`` with the same ``RandomState`` stream (the ARPACK start vector is drawn and discarded,
+    so that k-means gets the same initialisations). ``scipy.linalg.eigh(subset_by_index=[0, k-1])``
+    replaces ARPACK's shift-invert Lanczos (an LU factorisation and ~250 triangular solves): on the
+    1818-vertex MLP graph it is about 2x faster. The eigenvectors agree with ARPACK's to rounding,
+    except inside a repeated eigenvalue (a graph with several components), where any basis of the
+    eigenspace is as valid; docs/partition.md gives the measured agreement of labels and n-cuts.
+    """
+    from scipy.linalg import eigh
+    from scipy.sparse.csgraph import laplacian
+    from sklearn.cluster import k_means
+
+    n = adjacency.shape[0]
+    if n > DENSE_MAX_VERTICES:
+        raise ModularityError(f"eigen_solver='dense' is for graphs of at most {DENSE_MAX_VERTICES} non-isolated vertices "
+                              f"(this one has {n}); use 'arpack', 'lobpcg' or 'amg'")
+    rs = np.random.RandomState(random_state)
+    lap, dd = laplacian(adjacency, normed=True, return_diag=True)
+    dense = lap.toarray()
+    np.fill_diagonal(dense, 1.0)
+    rs.uniform(-1, 1, n)  # sklearn's _init_arpack_v0 draw: keeps k-means on the ARPACK path's stream
+    _, vecs = eigh(dense, subset_by_index=[0, k - 1], check_finite=False)
+    emb = vecs.T / dd
+    rows = np.arange(emb.shape[0])
+    emb *= np.sign(emb[rows, np.argmax(np.abs(emb), axis=1)])[:, None]  # sklearn's _deterministic_vector_sign_flip
+    _, labels, _ = k_means(emb.T, k, random_state=rs, n_init=n_init)
+    return np.asarray(labels)
+
+
 @dataclass(eq=False)
 class Partition:
     """A spectral partition of a :class:`WeightGraph`.
@@ -127,7 +166,7 @@ class Partition:
         graph: the partitioned graph.
         seed: run seed (the scikit-learn ``random_state`` is derived from it).
         n_init: k-means restarts used.
-        eigen_solver: ``arpack`` (the paper), ``amg`` or ``lobpcg``.
+        eigen_solver: ``arpack`` (the paper), ``amg``, ``lobpcg`` or ``dense`` (ARPACK's result, faster).
     """
 
     labels: np.ndarray

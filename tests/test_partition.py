@@ -163,11 +163,46 @@ def test_partition_rejects_bad_inputs() -> None:
         partition(_reference_test_graph(), k=2, eigen_solver="magic")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("solver", ["amg", "lobpcg"])
+@pytest.mark.parametrize("solver", ["amg", "lobpcg", "dense"])
 def test_other_eigen_solvers_find_the_planted_modules(solver: str) -> None:
     model, truth = _planted_mlp(per=8)
     p = partition(graph_of(model), k=3, seed=0, eigen_solver=solver)  # type: ignore[arg-type]
     assert adjusted_rand_score(truth, p.labels) == 1.0
+
+
+def test_dense_eigen_solver_gives_arpacks_labels_on_planted_modules() -> None:
+    model, _ = _planted_mlp(per=8)
+    g = graph_of(model)
+    a, d = partition(g, k=3, seed=1), partition(g, k=3, seed=1, eigen_solver="dense")
+    assert np.array_equal(a.labels, d.labels) and a.ncut == d.ncut
+
+
+@pytest.mark.slow
+def test_dense_eigen_solver_gives_arpacks_labels_on_a_pruned_mlp_and_its_null() -> None:
+    # eigen_solver="dense" is scikit-learn's ARPACK path with a dense eigensolve: the same labels, hence
+    # the same n-cuts, on a 90%-pruned Glorot MLP and on one of its shuffles.
+    from modularity.train import magnitude_mask, prunable_weights
+
+    model = build_model("MNIST")
+    with torch.no_grad():
+        for w in prunable_weights(model).values():
+            w.mul_(magnitude_mask(w, 0.9))
+    g = graph_of(model)
+    ca = clusterability(g, k=12, n_shuffles=1, seed=0, n_jobs=1, n_init=5)
+    cd = clusterability(g, k=12, n_shuffles=1, seed=0, n_jobs=1, n_init=5, eigen_solver="dense")
+    a, d = partition(g, k=12, seed=0, n_init=5), partition(g, k=12, seed=0, n_init=5, eigen_solver="dense")
+    assert np.array_equal(a.labels, d.labels) and a.ncut == d.ncut == ca.ncut and d.eigen_solver == "dense"
+    assert np.array_equal(ca.null_ncuts, cd.null_ncuts) and ca.ncut == cd.ncut
+
+
+def test_dense_eigen_solver_refuses_large_graphs(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    partition_module = sys.modules["modularity.partition"]
+    model, _ = _planted_mlp(per=8)
+    monkeypatch.setattr(partition_module, "DENSE_MAX_VERTICES", 10)
+    with pytest.raises(ModularityError, match="at most 10"):
+        partition(graph_of(model), k=3, eigen_solver="dense")
 
 
 @pytest.mark.slow
