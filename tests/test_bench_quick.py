@@ -80,7 +80,8 @@ def test_gpu_cnn_rows_plans_every_paper_cnn_stage_seed_by_seed(capsys: pytest.Ca
     from benchmark import gpu_cnn_rows
 
     stages = gpu_cnn_rows.cnn_stages()
-    assert {s.family for s in stages} == {"cnn"} and len({s.tag for s in stages}) == 4
+    base = {"CNN-MNIST", "CNN-MNIST+DROPOUT", "CNN-FASHION", "CNN-FASHION+DROPOUT"}
+    assert {s.family for s in stages} == {"cnn"} and base <= {s.tag for s in stages}
     assert [s.seed for s in stages] == sorted(s.seed for s in stages)  # seed 0 of every tag first
     for i, s in enumerate(stages):  # each network is trained before its analyses
         if s.kind != "train":
