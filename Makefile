@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: help setup test reproduce data bench lint clean clean-data update-expected tox
+.PHONY: help setup test test-fast reproduce pull push data bench lint clean clean-data update-expected tox
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -39,8 +39,11 @@ $(STAMPS)/data: $(STAMPS)/venv modularity/data.py
 	$(PY) -m modularity data prepare mnist fashion digits
 	@touch $@
 
-test: setup ## run the unit tests, the end-to-end smoke run and the smoke-profile regression check
+test: setup ## everything: unit tests, training tests, the smoke run and its regression check (CI)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## unit tests only (no training, no smoke run): `-m "not slow"`, a few minutes
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 reproduce: setup ## regenerate every paper table under paper/ (PROFILE=smoke|default|paper)
 	$(PY) -m benchmark.reproduce --profile $(PROFILE)

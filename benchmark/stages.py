@@ -216,7 +216,6 @@ def _subclusters(model: Any, profile: Profile, k: int, seed: int, min_size: int 
 def importance_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: list[int], root: Path) -> Path:
     """Lesion tests (importance and output coherence) at every k."""
     from modularity.importance import importance
-
     from modularity.models import tag_spec
 
     settings = profile.section("importance", tag_spec(tag).family)
