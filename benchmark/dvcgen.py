@@ -138,7 +138,8 @@ def entry_closure(path: Path, function: str, exclude: Iterable[str] = (), repo: 
         nodes.extend(body)
         todo.extend(n.id for n in body if isinstance(n, ast.Name) and n.id in functions)
     imported = _imported(nodes, module, path.name == "__init__.py", repo)
-    return {path} | module_closure(imported | {module}, repo)
+    packages = set(_with_packages(module)[:-1])  # the entry module's packages run their __init__
+    return {path} | module_closure(imported | packages, repo)
 
 
 def code_deps(group: str, repo: Path = REPO) -> list[str]:
