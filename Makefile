@@ -9,6 +9,8 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 PROFILE ?= default
 PYTEST_ARGS ?=
+CLUSTER ?=
+WORKERS ?=
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
@@ -37,6 +39,8 @@ $(STAMPS)/data: $(STAMPS)/venv modularity/data.py
 	  echo ">> could not install dataset-fashion-mnist; falling back to the torchvision download"; \
 	fi
 	$(PY) -m modularity data prepare mnist fashion digits
+	@if [ -d .dvc ] && [ -e .git ]; then $(PY) -m dvc commit --force --quiet data.dvc && \
+	  echo ">> data/datasets is in the DVC cache (make push sends it to the remote)"; fi
 	@touch $@
 
 test: setup ## everything: unit tests, training tests, the smoke run and its regression check (CI)
@@ -45,8 +49,14 @@ test: setup ## everything: unit tests, training tests, the smoke run and its reg
 test-fast: setup ## unit tests only (no training, no smoke run): `-m "not slow"`, a few minutes
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-reproduce: setup ## regenerate every paper table under paper/ (PROFILE=smoke|default|paper)
-	$(PY) -m benchmark.reproduce --profile $(PROFILE)
+reproduce: setup ## regenerate every paper table under paper/ (PROFILE=smoke|default|paper, CLUSTER=tcp://host:8786, WORKERS=n)
+	$(PY) -m benchmark.reproduce --profile $(PROFILE) --push $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(WORKERS),--workers $(WORKERS))
+
+pull: $(STAMPS)/venv ## restore trained networks and results from the DVC remote (say what to do when there is none)
+	$(PY) -m benchmark.reproduce --pull
+
+push: $(STAMPS)/venv ## send the DVC cache (datasets, checkpoints, results) to the default DVC remote
+	$(PY) -m dvc push
 
 update-expected: setup ## rewrite the smoke profile's stored expected values (on purpose only)
 	$(PY) -m benchmark.reproduce --profile smoke --update-expected

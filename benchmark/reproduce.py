@@ -158,11 +158,11 @@ def run_in_process(stage: Stage, profile: Profile, root: Path) -> None:
     run_stage(stage.kind, profile, stage.tag, stage.seed, stage.pruned, list(stage.ks), root, progress=False)
 
 
-def dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def dvc(*args: str, check: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """``dvc ARGS`` in the repository with this interpreter's ``python`` first on PATH (stage commands call it)."""
     env = dict(os.environ, DVC_NO_ANALYTICS="1")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         tail = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-3:]
         raise ModularityError(f"dvc {' '.join(args[:2])} failed: {' | '.join(tail)[-300:]}")
@@ -405,17 +405,17 @@ def report_only(profile_name: str, params_path: Path | None = None) -> int:
     return 0
 
 
-def remote_problem() -> str | None:
+def remote_problem(repo: Path = REPO) -> str | None:
     """None if the default DVC remote is reachable, else a one-line reason (no remote, a missing folder)."""
-    proc = dvc("remote", "list", check=False)
+    proc = dvc("remote", "list", check=False, cwd=repo)
     remotes = dict(line.split(None, 1) for line in proc.stdout.splitlines() if len(line.split(None, 1)) == 2)
-    default = dvc("config", "core.remote", check=False).stdout.strip()
+    default = dvc("config", "core.remote", check=False, cwd=repo).stdout.strip()
     if not remotes or not default:
         return "no DVC remote is configured"
     url = remotes.get(default, "").split()[0] if remotes.get(default) else ""
     if not url:
         return f"the default DVC remote {default!r} is not defined"
-    folder = (REPO / ".dvc" / url).resolve()  # DVC resolves a relative folder against .dvc/
+    folder = (repo / ".dvc" / url).resolve()  # DVC resolves a relative folder against .dvc/
     if "://" not in url and not folder.is_dir():
         return f"the DVC remote {default!r} is the folder {folder}, which does not exist"
     return None

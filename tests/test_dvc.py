@@ -52,7 +52,23 @@ def test_repository_tracks_the_prepared_datasets_in_data_dvc() -> None:
     text = (REPO / "data.dvc").read_text()
     assert "path: data/datasets" in text and ".dir" in text
     config = (REPO / ".dvc" / "config").read_text()
-    assert "remote = local" in config and "url = ../.dvc-remote" in config
+    assert "remote" not in config  # a fresh clone has none: `dvc pull` / `make pull` say how to add one
+
+
+def test_pull_without_a_remote_says_what_to_do_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmark import reproduce
+
+    run("git", "init", "-q", cwd=tmp_path)
+    run(DVC, "init", "-q", cwd=tmp_path)
+    assert reproduce.remote_problem(tmp_path) == "no DVC remote is configured"
+    run(DVC, "remote", "add", "-d", "lab", "missing", cwd=tmp_path)  # stored relative to .dvc/
+    assert reproduce.remote_problem(tmp_path) == f"the DVC remote 'lab' is the folder {tmp_path / 'missing'}, which does not exist"
+    (tmp_path / "missing").mkdir()
+    assert reproduce.remote_problem(tmp_path) is None
+    if reproduce.remote_problem() is not None:  # this clone has no remote: the wrapper refuses with one line
+        assert reproduce.main(["--pull"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "dvc remote add -d" in err
 
 
 @pytest.mark.slow
