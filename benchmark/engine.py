@@ -95,7 +95,8 @@ def run_command(cmd: list[str], cwd: str, env: dict[str, str], log: str) -> floa
     try:
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         with open(log, "w") as f:
-            proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **env}, stdout=f, stderr=subprocess.STDOUT)
+            proc = subprocess.run(cmd, cwd=cwd, env={**os.environ, **env}, stdout=f, stderr=subprocess.STDOUT,
+                                  preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     finally:
         if seceded:
             rejoin()
@@ -103,6 +104,18 @@ def run_command(cmd: list[str], cwd: str, env: dict[str, str], log: str) -> floa
         lines = [line for line in Path(log).read_text().splitlines() if line.strip()]
         raise RuntimeError(f"exit status {proc.returncode}: {' | '.join(lines[-3:])[-300:]}")
     return time.perf_counter() - t0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the process that started it dies (Linux ``PR_SET_PDEATHSIG``).
+
+    So a killed driver or worker leaves no stage running on its own; the stage's staging folder is
+    discarded by the next run.
+    """
+    import ctypes
+    import signal
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
 
 
 class DaskExecutor:

@@ -510,6 +510,17 @@ def pull(targets: list[str]) -> int:
     return proc.returncode
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a scheduler's or ``kill``'s) ends the run like Ctrl-C: workers stopped, finished stages kept."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="default", help="smoke | default | paper (params.yaml)")
@@ -529,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-dir", type=Path, default=None, help="report folder (default: the profile's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    _terminate_as_interrupt()
     try:
         if args.write_dvc_yaml:
             from .dvcgen import write_dvc_yaml
