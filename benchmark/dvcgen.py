@@ -262,11 +262,6 @@ def render(params_path: Path | None = None, spec_dir: Path | None = None) -> tup
     return HEADER + yaml.safe_dump(dvc_document(plans, grid), **dump), GRID_HEADER + yaml.safe_dump(grid, **dump)
 
 
-def render_dvc_yaml(params_path: Path | None = None, spec_dir: Path | None = None) -> str:
-    """The text of ``dvc.yaml``."""
-    return render(params_path, spec_dir)[0]
-
-
 def write_dvc_yaml(path: Path = DVC_YAML, grid_path: Path = GRID_YAML) -> bool:
     """Regenerate ``dvc.yaml`` and its grid; True if either changed."""
     from modularity.utils import write_text_atomic

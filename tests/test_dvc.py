@@ -180,3 +180,25 @@ def test_every_module_a_stage_loads_is_among_its_dvc_deps(tmp_path: Path) -> Non
                 ("modularity", "benchmark")}
         missing = ours - set(dvcgen.code_deps(kind))
         assert not missing, f"{kind} stage imports {sorted(missing)}, which are not among its DVC deps"
+
+
+def test_report_writes_headline_metrics_for_dvc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """metrics.json (what `dvc metrics show` prints): row verdicts per table and the judged values at k = 12."""
+    import json
+
+    import pandas as pd
+    from test_benchmark import fake_stage
+
+    from benchmark import reproduce
+
+    calls: list[str] = []
+    monkeypatch.setattr(reproduce, "run_in_process", lambda s, p, r: fake_stage(s, p, r, calls))
+    monkeypatch.setattr(reproduce, "stage_reason", lambda s, cache: None)
+    assert reproduce.reproduce("smoke", root=tmp_path / "run", report_dir=tmp_path / "r", use_dvc=False,
+                               check_expected=False, progress=False) == 0
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert set(metrics) == {"clusterability", "importance", "output_coherence", "input_coherence"}
+    clus = metrics["clusterability"]
+    table = pd.read_csv(tmp_path / "r" / "tables" / "clusterability.csv")
+    assert clus["rows"]["skipped"] > 0 and sum(clus["rows"].values()) == len(table.drop_duplicates(["tag", "pruned", "k"]))
+    assert clus["k12"]["MNIST.unpruned.ncut"] == pytest.approx(8.9 + 0.012)  # what the fake stage wrote
