@@ -173,12 +173,12 @@ def dvc_changed(names: list[str]) -> set[str]:
     """The stages among ``names`` that DVC does not find up to date (``dvc status``: deps, params, outs)."""
     if not names:
         return set()
-    proc = dvc("status", "--json", *names, check=False)
+    proc = dvc("status", "--json", *names)
     try:
         status = json.loads(proc.stdout or "{}")
-    except json.JSONDecodeError:
-        return set(names)
-    return {n for n in names if n in status} if proc.returncode == 0 else set(names)
+    except json.JSONDecodeError as exc:
+        raise ModularityError(f"dvc status printed no JSON: {proc.stdout[:200]!r}") from exc
+    return {n for n in names if n in status}
 
 
 class Estimator:
