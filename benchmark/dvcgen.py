@@ -259,7 +259,8 @@ def render(params_path: Path | None = None, spec_dir: Path | None = None) -> tup
     plans = [plan(load_profile(name, params), tables) for name in params.get("profiles", {})]
     grid = grid_document(plans)
     dump = {"sort_keys": False, "width": 120, "default_flow_style": False}
-    return HEADER + yaml.safe_dump(dvc_document(plans, grid), **dump), GRID_HEADER + yaml.safe_dump(grid, **dump)
+    grid_text = yaml.safe_dump(grid, sort_keys=False, width=1000, default_flow_style=None)  # one line per item
+    return HEADER + yaml.safe_dump(dvc_document(plans, grid), **dump), GRID_HEADER + grid_text
 
 
 def write_dvc_yaml(path: Path = DVC_YAML, grid_path: Path = GRID_YAML) -> bool:
