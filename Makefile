@@ -9,10 +9,12 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 PROFILE ?= default
 PYTEST_ARGS ?=
+CLUSTER ?=
+WORKERS ?=
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
-.PHONY: help setup test reproduce data bench lint clean clean-data update-expected tox
+.PHONY: help setup test test-fast reproduce pull push data bench lint clean clean-data update-expected tox
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -37,13 +39,24 @@ $(STAMPS)/data: $(STAMPS)/venv modularity/data.py
 	  echo ">> could not install dataset-fashion-mnist; falling back to the torchvision download"; \
 	fi
 	$(PY) -m modularity data prepare mnist fashion digits
+	@if [ -d .dvc ] && [ -e .git ]; then $(PY) -m dvc commit --force --quiet data.dvc && \
+	  echo ">> data/datasets is in the DVC cache (make push sends it to the remote)"; fi
 	@touch $@
 
-test: setup ## run the unit tests, the end-to-end smoke run and the smoke-profile regression check
+test: setup ## everything: unit tests, training tests, the smoke run and its regression check (CI)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-reproduce: setup ## regenerate every paper table under paper/ (PROFILE=smoke|default|paper)
-	$(PY) -m benchmark.reproduce --profile $(PROFILE)
+test-fast: setup ## unit tests only (no training, no smoke run): `-m "not slow"`, a few minutes
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+reproduce: setup ## regenerate every paper table under paper/ (PROFILE=smoke|default|paper, CLUSTER=tcp://host:8786, WORKERS=n)
+	$(PY) -m benchmark.reproduce --profile $(PROFILE) --push $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(WORKERS),--workers $(WORKERS))
+
+pull: $(STAMPS)/venv ## restore trained networks and results from the DVC remote (say what to do when there is none)
+	$(PY) -m benchmark.reproduce --pull
+
+push: $(STAMPS)/venv ## send the DVC cache (datasets, checkpoints, results) to the default DVC remote
+	$(PY) -m dvc push
 
 update-expected: setup ## rewrite the smoke profile's stored expected values (on purpose only)
 	$(PY) -m benchmark.reproduce --profile smoke --update-expected

@@ -36,18 +36,7 @@ ANALYSES = ("cluster", "importance", "coherence")
 FAMILIES = ("mlp", "cnn", "vgg", "imagenet")
 CRITERIA = ("tolerance", "sign", "band", "replicates", "report")
 
-# Which source files each stage kind depends on (DVC deps; relative to the repository root).
-CODE_DEPS: dict[str, list[str]] = {
-    "train": ["modularity/train.py", "modularity/models.py", "modularity/data.py"],
-    "cluster": ["modularity/models.py", "modularity/layers.py", "modularity/graph.py", "modularity/partition.py",
-                "benchmark/stages.py"],
-    "importance": ["modularity/models.py", "modularity/layers.py", "modularity/graph.py", "modularity/partition.py",
-                   "modularity/subclusters.py", "modularity/lesion.py", "modularity/importance.py",
-                   "modularity/stats.py", "modularity/data.py", "benchmark/stages.py"],
-    "coherence": ["modularity/models.py", "modularity/layers.py", "modularity/graph.py", "modularity/partition.py",
-                  "modularity/subclusters.py", "modularity/visualize.py", "modularity/stats.py",
-                  "benchmark/stages.py"],
-}
+# A stage's code dependencies are computed from the import graph (benchmark.dvcgen.code_deps), not listed here.
 
 
 # --------------------------------------------------------------------------------------------------
@@ -272,9 +261,20 @@ class Stage:
     upstream: tuple[str, ...] = field(default=())
 
     @property
-    def name(self) -> str:
-        base = f"{self.profile}-{self.kind}-{slug(self.tag)}-s{self.seed}"
+    def key(self) -> str:
+        """The item of the ``foreach`` of its kind in ``dvc.yaml``: ``<profile>-<tag>-s<seed>[-<state>]``."""
+        base = f"{self.profile}-{slug(self.tag)}-s{self.seed}"
         return base if self.kind == "train" else f"{base}-{state(self.pruned)}"
+
+    @property
+    def group(self) -> str:
+        """The templated stage of ``dvc.yaml`` it belongs to (ImageNet nets have no checkpoint dependency)."""
+        return self.kind if self.kind == "train" or self.family != "imagenet" else f"{self.kind}_pretrained"
+
+    @property
+    def name(self) -> str:
+        """The DVC stage name: ``<group>@<key>``, e.g. ``train@smoke-MNIST-s0``, ``cluster@smoke-MNIST-s0-pruned``."""
+        return f"{self.group}@{self.key}"
 
 
 def slug(tag: str) -> str:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -97,30 +97,59 @@ def stage_output(stage: Stage, root: Path) -> Path:
     return result_dir(root, stage.kind, stage.tag, stage.seed, stage.pruned)
 
 
-def stage_signature(stage: Stage, profile: Profile) -> str:
-    """Hash of what determines a stage's output apart from code: its command and parameter sections."""
+def code_digest(group: str) -> str:
+    """Hash of the contents of every source file a stage of ``group`` imports (its DVC code deps)."""
+    from .dvcgen import code_deps
+
+    h = hashlib.sha256()
+    for rel in code_deps(group):
+        h.update(rel.encode() + b"\0" + (REPO / rel).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def stage_signature(stage: Stage, profile: Profile, root: Path, digests: dict[str, str] | None = None) -> str:
+    """Hash of what determines a stage's output without DVC: command, parameter sections, code, upstream.
+
+    The in-process path (``--no-dvc``, ``--root``) skips a stage whose output folder carries this
+    signature; like DVC's deps it covers the source files the stage imports and the upstream stage's
+    own signature, so a code change or a retrained network re-runs it.
+    """
     from .dvcgen import stage_command
 
+    digests = {} if digests is None else digests
+    if stage.group not in digests:
+        digests[stage.group] = code_digest(stage.group)
     section = "train" if stage.kind == "train" else stage.kind
+    train = Stage("train", stage.profile, stage.family, stage.tag, stage.seed)
+    upstream = [_stamp(train, root).get("signature")] if stage.upstream else []  # the only upstream is training
     payload = {"cmd": stage_command(stage), "settings": profile.section(section, stage.family),
-               "graph": profile.graph if stage.kind != "train" else None, "threads": profile.threads}
+               "graph": profile.graph if stage.kind != "train" else None, "threads": profile.threads,
+               "code": digests[stage.group], "upstream": upstream}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 STAMP = ".stage.json"
 
 
-def is_done(stage: Stage, profile: Profile, root: Path) -> bool:
-    stamp = stage_output(stage, root).parent / f".{stage_output(stage, root).name}{STAMP}"
-    if not stamp.is_file() or not stage_output(stage, root).is_dir():
-        return False
-    return json.loads(stamp.read_text()).get("signature") == stage_signature(stage, profile)
-
-
-def mark_done(stage: Stage, profile: Profile, root: Path, seconds: float) -> None:
+def _stamp_path(stage: Stage, root: Path) -> Path:
     out = stage_output(stage, root)
-    write_json_atomic(out.parent / f".{out.name}{STAMP}", {"stage": stage.name, "signature": stage_signature(stage, profile),
-                                                          "seconds": round(seconds, 1)})
+    return out.parent / f".{out.name}{STAMP}"
+
+
+def _stamp(stage: Stage, root: Path) -> dict[str, Any]:
+    path = _stamp_path(stage, root)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def is_done(stage: Stage, profile: Profile, root: Path, digests: dict[str, str] | None = None) -> bool:
+    if not stage_output(stage, root).is_dir():
+        return False
+    return _stamp(stage, root).get("signature") == stage_signature(stage, profile, root, digests)
+
+
+def mark_done(stage: Stage, profile: Profile, root: Path, seconds: float, digests: dict[str, str] | None = None) -> None:
+    write_json_atomic(_stamp_path(stage, root), {"stage": stage.name, "seconds": round(seconds, 1),
+                                                 "signature": stage_signature(stage, profile, root, digests)})
 
 
 def run_in_process(stage: Stage, profile: Profile, root: Path) -> None:
@@ -129,26 +158,35 @@ def run_in_process(stage: Stage, profile: Profile, root: Path) -> None:
     run_stage(stage.kind, profile, stage.tag, stage.seed, stage.pruned, list(stage.ks), root, progress=False)
 
 
-def run_with_dvc(stage: Stage, log: Path) -> None:
-    """``dvc repro --single-item <stage>`` with this interpreter's ``python`` first on PATH."""
-    env = dict(os.environ)
+def dvc(*args: str, check: bool = True, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """``dvc ARGS`` in the repository with this interpreter's ``python`` first on PATH (stage commands call it)."""
+    env = dict(os.environ, DVC_NO_ANALYTICS="1")
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage.name], cwd=REPO, env=env,
-                              stdout=f, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        lines = [line for line in log.read_text().splitlines() if line.strip()]
-        ours = [line for line in lines if line.startswith("error: ")]  # the command's own one-line error
-        detail = ours[-1][:300] if ours else " | ".join(lines[-3:])[-300:]
-        raise ModularityError(f"dvc repro {stage.name} failed: {detail} (log: {log})")
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        tail = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-3:]
+        raise ModularityError(f"dvc {' '.join(args[:2])} failed: {' | '.join(tail)[-300:]}")
+    return proc
+
+
+def dvc_changed(names: list[str]) -> set[str]:
+    """The stages among ``names`` that DVC does not find up to date (``dvc status``: deps, params, outs)."""
+    if not names:
+        return set()
+    proc = dvc("status", "--json", *names)
+    try:
+        status = json.loads(proc.stdout or "{}")
+    except json.JSONDecodeError as exc:
+        raise ModularityError(f"dvc status printed no JSON: {proc.stdout[:200]!r}") from exc
+    return {n for n in names if n in status}
 
 
 class Estimator:
     """Seconds left, from first guesses refined by the measured time of each (kind, family)."""
 
-    def __init__(self, stages: list[Stage], timings: dict[str, float]) -> None:
+    def __init__(self, stages: list[Stage], timings: dict[str, float], workers: int = 1) -> None:
         self.remaining = list(stages)
+        self.workers = max(1, workers)
         self.measured: dict[tuple[str, str], list[float]] = {}
         for key, sec in timings.items():
             kind, family = key.split("/")
@@ -166,56 +204,105 @@ class Estimator:
             self.measured.setdefault((stage.kind, stage.family), []).append(seconds)
 
     def left(self) -> float:
-        return sum(self.guess(s) for s in self.remaining)
+        """Wall seconds left: the work left shared by the workers, at least the longest stage left."""
+        work = [self.guess(s) for s in self.remaining]
+        return max(sum(work) / self.workers, max(work, default=0.0))
 
 
 def fmt_minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def run_stages(p: Plan, root: Path, use_dvc: bool, cache: dict[str, str | None],
-               progress: bool = True) -> dict[str, str]:
-    """Run every stage that can run; returns {stage name: reason} for the stages that did not."""
+def make_executor(p: Plan, root: Path, custom_root: bool, params_path: Path | None, workers: int | None,
+                  cluster: str | None, use_dvc: bool) -> Any:
+    """Serial for one worker without a cluster (in this process, or as DVC's command with DVC), else Dask."""
+    from . import engine
+
+    def argv(s: Stage) -> list[str]:
+        return engine.stage_argv(s, root if custom_root else None, params_path)
+
+    def log(s: Stage) -> Path:
+        return root / "logs" / f"{s.name}.log"
+
+    if cluster is None and (workers or os.cpu_count() or 1) <= 1:
+        if use_dvc:  # the stage's own command in a fresh process, as `dvc repro` would run it
+            return engine.SerialExecutor(lambda s: engine.run_command(argv(s), str(REPO), {}, str(log(s))))
+        return engine.SerialExecutor(lambda s: run_in_process(s, p.profile, root))
+    return engine.DaskExecutor(argv, log, address=cluster, n_workers=workers)
+
+
+def run_stages(p: Plan, root: Path, use_dvc: bool, cache: dict[str, str | None], progress: bool = True,
+               executor: Any = None) -> dict[str, str]:
+    """Run every stage that can run and is not up to date, upstream first, as many at once as the executor has
+    workers; returns {stage name: reason} for the stages that did not run.
+
+    Up to date means: DVC's ``dvc status`` finds nothing changed (with DVC) or the output folder carries the
+    stage's signature (without), and no upstream stage ran in this call. Each finished stage is recorded at
+    once (``dvc commit`` into ``dvc.lock`` and the cache, or its signature), so an interrupted run resumes.
+    """
     from tqdm.auto import tqdm
 
+    from .engine import SerialExecutor
+
+    executor = executor or SerialExecutor(lambda s: run_in_process(s, p.profile, root))
     failed: dict[str, str] = {}
     timings_path = root / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    est = Estimator(p.stages, {k: v for k, v in timings.items() if "/" in k})
+    est = Estimator(p.stages, {k: v for k, v in timings.items() if "/" in k}, getattr(executor, "workers", 1))
+    changed = dvc_changed([s.name for s in p.stages]) if use_dvc else set()
+    digests: dict[str, str] = {}
+    pending, done, ran = list(p.stages), set(), set()
     bar = tqdm(total=len(p.stages), desc=f"{p.profile.name}", unit="stage", disable=not progress, dynamic_ncols=True)
-    for stage in p.stages:
-        bar.set_postfix_str(f"{stage.kind} {stage.tag} s{stage.seed}; ~{fmt_minutes(est.left())} left")
-        reason = stage_reason(stage, cache)
-        blocked = [u for u in stage.upstream if u in failed]
-        seconds = None
-        if reason is None and blocked:
-            reason = failed[blocked[0]]
-        if reason is not None:
-            failed[stage.name] = reason
-        elif not use_dvc and is_done(stage, p.profile, root):
-            pass
-        else:
-            t0 = time.perf_counter()
-            try:
-                if use_dvc:
-                    run_with_dvc(stage, root / "logs" / f"{stage.name}.log")
-                else:
-                    run_in_process(stage, p.profile, root)
-                    mark_done(stage, p.profile, root, time.perf_counter() - t0)
-                seconds = time.perf_counter() - t0
-                if use_dvc and seconds < 0.1 * est.guess(stage):
-                    seconds = None  # DVC found it up to date: not a measurement of the work
-            except Exception as exc:  # noqa: BLE001 - one failed stage must not lose the others' results
-                detail = str(exc).splitlines()[0] if str(exc) else ""
-                kind = "" if isinstance(exc, ModularityError) else f"{type(exc).__name__}: "
-                failed[stage.name] = f"stage {stage.name} failed: {kind}{detail}"
-                bar.write(f"error: {failed[stage.name]}")
+
+    def finish(stage: Stage, seconds: float | None) -> None:
         if seconds is not None:
             timings[f"{stage.kind}/{stage.family}"] = round(seconds, 1)
             write_json_atomic(timings_path, timings)
         est.finished(stage, seconds)
         bar.update(1)
-    bar.close()
+
+    try:
+        while pending or executor.running:
+            for stage in list(pending):
+                blocked = [u for u in stage.upstream if u in failed]
+                if blocked or all(u in done for u in stage.upstream):
+                    pending.remove(stage)
+                else:
+                    continue
+                reason = failed[blocked[0]] if blocked else stage_reason(stage, cache)
+                if reason is not None:
+                    failed[stage.name] = reason
+                    finish(stage, None)
+                elif not (set(stage.upstream) & ran) and (
+                        (use_dvc and stage.name not in changed) or (not use_dvc and is_done(stage, p.profile, root, digests))):
+                    done.add(stage.name)
+                    finish(stage, None)
+                else:
+                    executor.submit(stage)
+            if not executor.running:
+                continue
+            bar.set_postfix_str(f"{executor.running} running; ~{fmt_minutes(est.left())} left")
+            out = executor.wait_one()
+            stage = out.stage
+            if out.error is None:
+                try:
+                    if use_dvc:
+                        dvc("commit", "--force", "--quiet", stage.name)
+                    else:
+                        mark_done(stage, p.profile, root, out.seconds, digests)
+                    done.add(stage.name)
+                    ran.add(stage.name)
+                except ModularityError as exc:
+                    out.error = exc
+            if out.error is not None:
+                exc = out.error
+                detail = str(exc).splitlines()[0] if str(exc) else ""
+                kind = "" if isinstance(exc, ModularityError) else f"{type(exc).__name__}: "
+                failed[stage.name] = f"stage {stage.name} failed: {kind}{detail}"
+                bar.write(f"error: {failed[stage.name]}")
+            finish(stage, out.seconds if out.error is None else None)
+    finally:
+        bar.close()
     return failed
 
 
@@ -269,10 +356,97 @@ def regression(records: list[dict[str, Any]], expected_dir: Path, update: bool) 
     return problems
 
 
+def metrics_of(cmps: list[cmp_mod.TableComparison]) -> dict[str, Any]:
+    """Headline numbers for ``dvc metrics show``: row verdicts per table and every judged value at k = 12."""
+    out: dict[str, Any] = {}
+    for c in cmps:
+        counts = {str(v): int(n) for v, n in c.rows["verdict"].value_counts().sort_index().items()}
+        values: dict[str, float] = {}
+        judged = c.long[(c.long["k"] == 12) & c.long["verdict"].isin(["agree", "differ", "n/a"])]
+        for r in judged.itertuples():
+            ours = float(r.ours)
+            values[f"{r.tag}.{'pruned' if r.pruned else 'unpruned'}.{r.column}"] = ours if math.isfinite(ours) else None
+        out[c.table.name] = {"rows": counts, "k12": values}
+    return out
+
+
+def write_outputs(p: Plan, root: Path, report_dir: Path, failed: dict[str, str]) -> list[dict[str, Any]]:
+    """``results.csv``, the report and ``metrics.json`` from the stages' result folders; returns the records."""
+    records = cmp_mod.collect_records(root, [s for s in p.stages if s.name not in failed])  # no stale results
+    results = cmp_mod.frame(records)
+    write_text_atomic(root / "results.csv", results.to_csv(index=False, lineterminator="\n"))
+    cmps = compare_all(p, results, failed)
+    from .report import write_report
+
+    write_report(cmps, p.profile, report_dir)
+    write_text_atomic(report_dir / "metrics.json", json.dumps(metrics_of(cmps), indent=2, sort_keys=True) + "\n")
+    from .figures import paper_figures  # the paper's figure types at k = 12 (benchmark/figures.py)
+
+    try:
+        print("figures: " + ", ".join(f.name for f in paper_figures(p.profile, root, report_dir / "figures")))
+    except ModularityError as exc:  # the tables stand without the figures; say why they are missing
+        print(f"figures not drawn: {exc}", file=sys.stderr)
+    for c in cmps:
+        counts = c.rows["verdict"].value_counts().to_dict()
+        print(f"{c.table.name}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
+    print(f"report: {report_dir / 'summary.md'}")
+    return records
+
+
+def report_only(profile_name: str, params_path: Path | None = None) -> int:
+    """The ``report@<profile>`` stage: compare what the stages wrote and write the report (no stage runs).
+
+    Rows whose stage did not run say why: the reason the last ``make reproduce`` recorded in
+    ``<root>/failed.json``, or what this machine lacks, or that the stage has not run.
+    """
+    profile = load_profile(profile_name, load_params(params_path) if params_path else None)
+    p = plan(profile, load_tables())
+    path = profile.root / "failed.json"
+    failed = json.loads(path.read_text()) if path.is_file() else {}
+    cache: dict[str, str | None] = {}
+    for s in p.stages:
+        if s.name not in failed and not stage_output(s, profile.root).is_dir():
+            failed[s.name] = stage_reason(s, cache) or f"stage {s.name} has not run"
+    write_outputs(p, profile.root, profile.report_dir, failed)
+    return 0
+
+
+def remote_problem(repo: Path = REPO) -> str | None:
+    """None if the default DVC remote is reachable, else a one-line reason (no remote, a missing folder)."""
+    proc = dvc("remote", "list", check=False, cwd=repo)
+    remotes = dict(line.split(None, 1) for line in proc.stdout.splitlines() if len(line.split(None, 1)) == 2)
+    default = dvc("config", "core.remote", check=False, cwd=repo).stdout.strip()
+    if not remotes or not default:
+        return "no DVC remote is configured"
+    url = remotes.get(default, "").split()[0] if remotes.get(default) else ""
+    if not url:
+        return f"the default DVC remote {default!r} is not defined"
+    folder = (repo / ".dvc" / url).resolve()  # DVC resolves a relative folder against .dvc/
+    if "://" not in url and not folder.is_dir():
+        return f"the DVC remote {default!r} is the folder {folder}, which does not exist"
+    return None
+
+
+def push() -> None:
+    """``dvc push`` to the default remote when one is reachable; a one-line note otherwise."""
+    problem = remote_problem()
+    if problem:
+        print(f"not pushed: {problem} (see docs/pipeline.md, 'Sharing results')")
+        return
+    proc = dvc("push", "--quiet", check=False)
+    print("pushed the cache to the DVC remote" if proc.returncode == 0 else
+          f"dvc push failed: {(proc.stdout + proc.stderr).strip().splitlines()[-1:]}")
+
+
 def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | None = None, use_dvc: bool | None = None,
               update_expected: bool = False, check_expected: bool | None = None, progress: bool = True,
-              params_path: Path | None = None, expected_dir: Path = EXPECTED_SMOKE) -> int:
-    """The whole run; returns the exit status (0 ok, 1 regression failure)."""
+              params_path: Path | None = None, expected_dir: Path = EXPECTED_SMOKE, workers: int | None = 1,
+              cluster: str | None = None, push_results: bool = False) -> int:
+    """The whole run; returns the exit status (0 ok, 1 regression failure).
+
+    ``workers`` > 1 or a ``cluster`` address runs stages in parallel on the Dask engine
+    (:mod:`benchmark.engine`); ``workers=None`` means one per core.
+    """
     params = load_params(params_path) if params_path else load_params()
     profile = load_profile(profile_name, params)
     p = plan(profile, load_tables())
@@ -280,7 +454,8 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
     root = Path(root) if root is not None else profile.root
     report_dir = Path(report_dir) if report_dir is not None else profile.report_dir
     if use_dvc is None:
-        use_dvc = not custom_root and (REPO / ".dvc").is_dir() and shutil.which("git") is not None and _has_dvc()
+        use_dvc = (not custom_root and params_path is None and (REPO / ".dvc").is_dir() and shutil.which("git") is not None
+                   and _has_dvc())
     from . import guard
 
     lock = guard.RunLock(guard.lock_path_for(REPO, root, use_dvc))  # one run per clone; released on return
@@ -292,27 +467,24 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
         if write_dvc_yaml():
             print("dvc.yaml regenerated from benchmark/specs and params.yaml")
     n_rows = sum(r.skip is None for r in p.rows)
-    print(f"profile {profile.name}: {n_rows} of {len(p.rows)} table rows, {len(p.stages)} stages "
-          f"({'DVC' if use_dvc else 'in-process'}), output {root}, report {report_dir}")
     cache: dict[str, str | None] = {}
-    failed = run_stages(p, root, use_dvc, cache, progress)
-    records = cmp_mod.collect_records(root, [s for s in p.stages if s.name not in failed])  # no stale results
-    results = cmp_mod.frame(records)
-    write_text_atomic(root / "results.csv", results.to_csv(index=False, lineterminator="\n"))
-    cmps = compare_all(p, results, failed)
-    from .report import write_report
-
-    write_report(cmps, profile, report_dir)
-    from .figures import paper_figures  # the paper's figure types at k = 12 (benchmark/figures.py)
-
+    executor = make_executor(p, root, custom_root, params_path, workers, cluster, use_dvc)
+    where = f"{executor.workers} workers" + (f" of {cluster}" if cluster else "") if executor.workers > 1 or cluster \
+        else "1 worker"
+    print(f"profile {profile.name}: {n_rows} of {len(p.rows)} table rows, {len(p.stages)} stages "
+          f"({'DVC' if use_dvc else 'in-process'}, {where}), output {root}, report {report_dir}")
     try:
-        print("figures: " + ", ".join(f.name for f in paper_figures(profile, root, report_dir / "figures")))
-    except ModularityError as exc:  # the tables stand without the figures; say why they are missing
-        print(f"figures not drawn: {exc}", file=sys.stderr)
-    for c in cmps:
-        counts = c.rows["verdict"].value_counts().to_dict()
-        print(f"{c.table.name}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
-    print(f"report: {report_dir / 'summary.md'}")
+        failed = run_stages(p, root, use_dvc, cache, progress, executor)
+    finally:
+        executor.close()
+    write_json_atomic(root / "failed.json", failed)
+    records = write_outputs(p, root, report_dir, failed)
+    if use_dvc:
+        proc = dvc("commit", "--force", "--quiet", f"report@{profile.name}", check=False)
+        if proc.returncode != 0:
+            print(f"report@{profile.name} not recorded in dvc.lock (a stage did not run)")
+        if push_results:
+            push()
     bad = guard.incomplete(failed)
     if bad:
         print(f"INCOMPLETE: {len(bad)} stage(s) failed or were blocked; their rows say 'not run': "
@@ -343,24 +515,59 @@ def _has_dvc() -> bool:
     return True
 
 
+def pull(targets: list[str]) -> int:
+    """``dvc pull`` with a clear one-line message when there is no remote to pull from."""
+    problem = remote_problem()
+    if problem:
+        print(f"error: cannot pull: {problem}. Nothing to restore: `make reproduce` computes everything; to share "
+              "results, set up a remote (docs/pipeline.md, 'Sharing results'): dvc remote add -d lab /path/or/url",
+              file=sys.stderr)
+        return 2
+    proc = subprocess.run([sys.executable, "-m", "dvc", "pull", *targets], cwd=REPO)
+    return proc.returncode
+
+
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a scheduler's or ``kill``'s) ends the run like Ctrl-C: workers stopped, finished stages kept."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.reproduce", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="default", help="smoke | default | paper (params.yaml)")
-    parser.add_argument("--no-dvc", action="store_true", help="run the stages in this process, without DVC")
+    parser.add_argument("--no-dvc", action="store_true", help="run the stages without DVC (signatures in the outputs)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="stages at once on a local Dask cluster (default: one per core; 1 = in this process)")
+    parser.add_argument("--cluster", default=os.environ.get("MODULARITY_CLUSTER") or None,
+                        help="address of a Dask scheduler (tcp://host:8786) to run the stages on")
+    parser.add_argument("--push", action="store_true", help="dvc push to the default remote after the run")
     parser.add_argument("--update-expected", action="store_true", help="rewrite benchmark/expected/smoke/ on purpose")
     parser.add_argument("--no-check", action="store_true", help="skip the regression check of the smoke profile")
     parser.add_argument("--write-dvc-yaml", action="store_true", help="only regenerate dvc.yaml and exit")
+    parser.add_argument("--report-only", action="store_true", help="only write the report (the report@<P> stage)")
+    parser.add_argument("--pull", nargs="*", default=None, metavar="STAGE", help="dvc pull, checking the remote first")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (rows and stages) and exit")
     parser.add_argument("--root", type=Path, default=None, help="output root (default: data/benchmark/<profile>)")
     parser.add_argument("--report-dir", type=Path, default=None, help="report folder (default: the profile's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    _terminate_as_interrupt()
     try:
         if args.write_dvc_yaml:
             from .dvcgen import write_dvc_yaml
 
             print("dvc.yaml " + ("regenerated" if write_dvc_yaml() else "already up to date"))
             return 0
+        if args.pull is not None:
+            return pull(args.pull)
+        if args.report_only:
+            return report_only(args.profile)
         if args.dry_run:
             p = plan(load_profile(args.profile), load_tables())
             for s in p.stages:
@@ -371,7 +578,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return reproduce(args.profile, root=args.root, report_dir=args.report_dir,
                          use_dvc=False if args.no_dvc else None, update_expected=args.update_expected,
-                         check_expected=False if args.no_check else None, progress=not args.no_progress)
+                         check_expected=False if args.no_check else None, progress=not args.no_progress,
+                         workers=args.workers, cluster=args.cluster, push_results=args.push)
     except ModularityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

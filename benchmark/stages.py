@@ -1,6 +1,6 @@
 """The pipeline's stages: train, cluster, importance, coherence (one process each under DVC).
 
-``python -m benchmark.stages KIND --profile P --tag T --seed S [--pruned] [--k 12 8 18] [--root DIR]``
+``python -m benchmark.stages KIND --profile P --tag T --seed S [--state pruned] [--k 12 8 18] [--root DIR]``
 
 Every stage reads its settings from the profile (``params.yaml``), calls the library
 (:mod:`modularity.train`, :mod:`modularity.partition`, :mod:`modularity.importance`,
@@ -279,10 +279,12 @@ def run_stage(kind: str, profile: Profile, tag: str, seed: int, pruned: bool = F
         raise ModularityError(f"the {kind} stage needs at least one k")
     # A fixed number of threads: results then do not depend on the machine's core count, and on a
     # busy 2-core machine one thread is several times faster than two fighting ones (measured).
+    from .engine import joblib_backend
+
     previous = torch.get_num_threads()
     torch.set_num_threads(profile.threads)
     try:
-        with threadpool_limits(limits=profile.threads):
+        with threadpool_limits(limits=profile.threads), joblib_backend():
             if kind == "train":
                 return train_stage(profile, tag, seed, root, progress)
             return fn(profile, tag, seed, pruned, list(ks), root)
@@ -301,14 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--pruned", action="store_true")
+    parser.add_argument("--state", choices=["pruned", "unpruned"], default=None, help="the same as --pruned / not")
     parser.add_argument("--k", type=int, nargs="*", default=[])
     parser.add_argument("--root", type=Path, default=None, help="output root (default: data/benchmark/<profile>)")
+    parser.add_argument("--params", type=Path, default=None, help="parameters file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    pruned = args.pruned or args.state == "pruned"
     try:
         t0 = time.perf_counter()
-        out = run_stage(args.kind, load_profile(args.profile), args.tag, args.seed, args.pruned, args.k, args.root,
-                        progress=not args.no_progress)
+        profile = load_profile(args.profile) if args.params is None else load_profile(args.profile, path=args.params)
+        out = run_stage(args.kind, profile, args.tag, args.seed, pruned, args.k, args.root, progress=not args.no_progress)
         print(f"{args.kind} {args.tag} seed {args.seed}: {time.perf_counter() - t0:.0f} s -> {out}")
     except ModularityError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import modularity as m
 
@@ -15,6 +16,7 @@ def test_every_public_name_resolves() -> None:
     assert m.stats.rank_pvalue(0, np.arange(100), side="left") == 1 / 101
 
 
+@pytest.mark.slow  # trains a network
 def test_readme_flow_on_digits(tmp_path: Path) -> None:
     paths = m.train("DIGITS", 0, out=tmp_path, epochs=3, pruning_epochs=3, progress=False)
     model, meta = m.load_checkpoint(paths["pruned"])

@@ -94,16 +94,16 @@ def test_bad_table_spec_is_a_one_line_error() -> None:
 def test_plan_of_the_smoke_profile() -> None:
     p = plan.plan(plan.load_profile("smoke"), plan.load_tables())
     names = [s.name for s in p.stages]
-    assert names[:2] == ["smoke-train-MNIST-s0", "smoke-train-CNN-MNIST-s0"]
-    assert "smoke-importance-MNIST-s0-pruned" in names and "smoke-importance-CNN-MNIST-s0-unpruned" in names
-    assert "smoke-importance-MNIST-s0-unpruned" not in names  # lesions use pruned MLPs only
+    assert names[:2] == ["train@smoke-MNIST-s0", "train@smoke-CNN-MNIST-s0"]
+    assert "importance@smoke-MNIST-s0-pruned" in names and "importance@smoke-CNN-MNIST-s0-unpruned" in names
+    assert "importance@smoke-MNIST-s0-unpruned" not in names  # lesions use pruned MLPs only
     running = [r for r in p.rows if r.skip is None]
     assert {r.k for r in running} == {12} and {r.tag for r in running} == {"MNIST", "CNN-MNIST"}
     reasons = {r.skip for r in p.rows if r.skip}
     assert "family vgg is not in the smoke profile" in reasons
     for s in p.stages:  # every analysis waits for its training
         if s.kind != "train":
-            assert s.upstream == (f"smoke-train-{plan.slug(s.tag)}-s{s.seed}",)
+            assert s.upstream == (f"train@smoke-{plan.slug(s.tag)}-s{s.seed}",)
 
 
 def test_default_profile_skips_what_this_machine_cannot_do() -> None:
@@ -124,23 +124,27 @@ def test_stage_names_are_valid_dvc_names() -> None:
 
     for name in ("smoke", "default", "paper"):
         for s in plan.plan(plan.load_profile(name), plan.load_tables()).stages:
-            assert is_valid_name(s.name), s.name
+            assert is_valid_name(s.group) and is_valid_name(s.key) and s.name == f"{s.group}@{s.key}", s.name
 
 
 def test_committed_dvc_yaml_is_current() -> None:
-    assert dvcgen.DVC_YAML.read_text() == dvcgen.render_dvc_yaml(), \
-        "dvc.yaml is stale: python -m benchmark.reproduce --write-dvc-yaml"
+    dvc_yaml, grid = dvcgen.render()
+    assert dvcgen.DVC_YAML.read_text() == dvc_yaml, "dvc.yaml is stale: python -m benchmark.reproduce --write-dvc-yaml"
+    assert dvcgen.GRID_YAML.read_text() == grid, "benchmark/grid.yaml is stale: python -m benchmark.reproduce --write-dvc-yaml"
 
 
 def test_dvc_stage_reads_only_its_parameter_sections() -> None:
-    doc = yaml.safe_load(dvcgen.render_dvc_yaml())["stages"]
-    st_ = doc["default-cluster-MNIST-s0-pruned"]
-    assert st_["params"] == ["profiles.default.cluster.default", "profiles.default.graph", "profiles.default.threads"]
-    assert "data/benchmark/default/checkpoints/MNIST/seed0" in st_["deps"]
-    assert st_["outs"] == ["data/benchmark/default/results/MNIST/seed0/pruned/cluster"]
-    tr = doc["default-train-CNN-MNIST-s0"]
-    assert tr["params"] == ["profiles.default.train.default", "profiles.default.train.cnn", "profiles.default.threads"]
-    assert "data/datasets/mnist" in tr["deps"]
+    dvc_yaml, grid_text = dvcgen.render()
+    doc, grid = yaml.safe_load(dvc_yaml)["stages"], yaml.safe_load(grid_text)
+    st_ = doc["cluster"]["do"]
+    assert st_["params"] == ["profiles.${item.profile}.cluster", "profiles.${item.profile}.graph",
+                             "profiles.${item.profile}.threads"]
+    assert "${item.checkpoint}" in st_["deps"] and st_["outs"] == ["${item.out}"]
+    item = grid["cluster"]["default-MNIST-s0-pruned"]
+    assert item["checkpoint"] == "data/benchmark/default/checkpoints/MNIST/seed0"
+    assert item["out"] == "data/benchmark/default/results/MNIST/seed0/pruned/cluster"
+    assert doc["train"]["do"]["params"] == ["profiles.${item.profile}.train", "profiles.${item.profile}.threads"]
+    assert grid["train"]["default-CNN-MNIST-s0"]["dataset"] == "data/datasets/mnist"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -582,7 +586,7 @@ def test_a_changed_parameter_reruns_only_its_stages(tmp_path: Path, fake_pipelin
     path.write_text(yaml.safe_dump(params))
     reproduce.reproduce("smoke", root=tmp_path, report_dir=tmp_path / "r", use_dvc=False, check_expected=False,
                         progress=False, params_path=path)
-    assert fake_pipeline and all("-cluster-" in n for n in fake_pipeline)
+    assert fake_pipeline and all(n.startswith("cluster@") for n in fake_pipeline)
 
 
 def test_failed_and_unavailable_stages_become_not_run_rows(tmp_path: Path, fake_pipeline: list[str],

@@ -55,7 +55,7 @@ def test_dvc_pull_from_a_local_remote_restores_checkpoints_and_skips_training(tm
     if not (datasets / "manifest.json").is_file():
         pytest.skip("MNIST is not prepared (make data)")
     dvc = [sys.executable, "-m", "dvc"]
-    stage = "smoke-train-MNIST-s0"
+    stage = "train@smoke-MNIST-s0"
     remote = tmp_path / "remote"
     clones = []
     for name in ("a", "b"):

@@ -45,6 +45,7 @@ def test_user_errors_are_one_line_with_exit_2(args: tuple[str, ...], message: st
     assert out.stderr.count("\n") == 1, out.stderr
 
 
+@pytest.mark.slow  # trains a network
 def test_train_cli_writes_both_checkpoints(tmp_path: Path) -> None:
     out = cli("train", "--tag", "DIGITS", "--seed", "1", "--epochs", "1", "--pruning-epochs", "1",
               "--out", str(tmp_path), "--no-progress")

@@ -36,6 +36,7 @@ def _quick(tmp_path: Path, seed: int, tag: str = "DIGITS") -> dict[str, Path]:
     return train(tag, seed, out=tmp_path / f"s{seed}", epochs=3, pruning_epochs=5, progress=False)
 
 
+@pytest.mark.slow  # trains a network
 def test_same_seed_same_weights_and_90_percent_sparsity(tmp_path: Path) -> None:
     a, b, c = _quick(tmp_path / "a", 0), _quick(tmp_path / "b", 0), _quick(tmp_path / "c", 1)
     ma, meta = load_checkpoint(a["pruned"])
@@ -51,6 +52,7 @@ def test_same_seed_same_weights_and_90_percent_sparsity(tmp_path: Path) -> None:
     assert all(s < 0.01 for s in umeta["sparsity"].values())
 
 
+@pytest.mark.slow  # trains a network
 def test_cnn_trains_and_prunes_conv_kernels(tmp_path: Path) -> None:
     paths = _quick(tmp_path, 0, "CNN-DIGITS")
     _, meta = load_checkpoint(paths["pruned"])
