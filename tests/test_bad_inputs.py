@@ -607,7 +607,8 @@ def test_flipped_byte_stops_reproduce_before_dvc(use_dvc: bool, tmp_path: Path, 
 
     ran: list[str] = []
     monkeypatch.setattr(reproduce, "run_in_process", lambda s, p, r: ran.append(s.name))
-    monkeypatch.setattr(reproduce, "run_with_dvc", lambda s, log: ran.append(s.name))
+    monkeypatch.setattr(reproduce, "dvc", lambda *args, **kw: ran.append("dvc " + " ".join(args)))
+    monkeypatch.setattr(reproduce, "make_executor", lambda *args, **kw: ran.append("executor"))
     import benchmark.dvcgen
 
     monkeypatch.setattr(benchmark.dvcgen, "write_dvc_yaml", lambda *a, **k: ran.append("dvc.yaml"))
