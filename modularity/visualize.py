@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arch import LayerSpec, input_shape, layer_by_name, layer_specs, tapped
 from .errors import ModularityError
-from .layers import LayerSpec, layer_by_name
 from .utils import default_device, rng_for
 
 # Lucid's colour correlation (square root of the ImageNet colour covariance, SVD form), normalised so
@@ -258,16 +257,53 @@ class RedirectedReLU(nn.Module):
         return _RedirectedReLUFunction.apply(x)
 
 
-def _working_copy(model: nn.Module, relu_gradient_override: bool, device: torch.device) -> nn.Module:
-    """A frozen eval-mode copy of the model on ``device``; with the override, every nn.ReLU replaced."""
+def _replace_relus(root: nn.Module) -> None:
+    """Every ``nn.ReLU`` child of ``root``'s module tree replaced by :class:`RedirectedReLU`."""
+    for module in list(root.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.ReLU):
+                setattr(module, child_name, RedirectedReLU())
+
+
+def _override_functional_relus(gm: torch.fx.GraphModule) -> None:
+    """In a traced copy, route functional ``torch.relu`` / ``F.relu`` / ``.relu()`` through a RedirectedReLU."""
+    relus = {torch.relu, torch.relu_, F.relu, F.relu_}
+    changed = False
+    for node in list(gm.graph.nodes):
+        if (node.op == "call_function" and node.target in relus) or (node.op == "call_method" and node.target in
+                                                                      ("relu", "relu_")):
+            if not hasattr(gm, "modularity_redirected_relu"):
+                gm.add_submodule("modularity_redirected_relu", RedirectedReLU())
+            with gm.graph.inserting_after(node):
+                new = gm.graph.call_module("modularity_redirected_relu", (node.args[0],))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            changed = True
+    if changed:
+        gm.recompile()
+
+
+def _working_copy(model: nn.Module, relu_gradient_override: bool, device: torch.device,
+                  specs: Sequence[LayerSpec] = ()) -> tuple[nn.Module, list[nn.Module]]:
+    """A frozen eval-mode copy of the model on ``device`` and the modules whose outputs are the given
+    layers' post-activation values (:func:`modularity.arch.hook_point`, before any following BN).
+
+    Layers located only by an fx node (functional activations, shared ReLUs) run through a traced copy
+    with taps. With the override, every ``nn.ReLU`` (and, in a traced copy, every functional relu) is
+    replaced by :class:`RedirectedReLU`.
+    """
     net = copy.deepcopy(model).to(device).eval()
     net.requires_grad_(False)
+    runner: nn.Module = net
+    if any(s.activation is None for s in specs):
+        runner, _ = tapped(net)
+        if relu_gradient_override:
+            _override_functional_relus(runner)  # type: ignore[arg-type]
     if relu_gradient_override:
-        for module in list(net.modules()):
-            for child_name, child in list(module.named_children()):
-                if isinstance(child, nn.ReLU):
-                    setattr(module, child_name, RedirectedReLU())
-    return net
+        _replace_relus(runner)
+    points = [runner.get_submodule(s.activation) if s.activation is not None else runner.get_submodule(tapped(net)[1][s.name])
+              for s in specs]
+    return runner, points
 
 
 class _StopForward(Exception):
@@ -282,11 +318,10 @@ class _Activations:
     last call.
     """
 
-    def __init__(self, net: nn.Module, specs: Sequence[LayerSpec],
+    def __init__(self, net: nn.Module, modules: Sequence[nn.Module],
                  input_transform: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
-        self.net, self.specs, self.input_transform = net, list(specs), input_transform
-        modules = dict(net.named_modules())
-        self.modules = [modules[s.activation] for s in self.specs]  # type: ignore[index]
+        self.net, self.input_transform = net, input_transform
+        self.modules = list(modules)
         self.can_stop = isinstance(net, nn.Sequential) and len(set(map(id, self.modules))) == len(self.modules)
 
     def __call__(self, images: torch.Tensor, need_logits: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
@@ -319,41 +354,25 @@ class _Activations:
 
 
 def image_shape_of(model: nn.Module) -> tuple[int, int, int]:
-    """The (C, H, W) input image a model takes; raises if it cannot be told from the model.
+    """The (C, H, W) input image a model takes (:func:`modularity.arch.input_shape`); raises if unknown.
 
     Small CNN: its ``in_channels`` x ``image_size``; CIFAR VGG: C x 32 x 32; torchvision models:
-    3 x 224 x 224; MLP: a square 1-channel image if ``in_features`` is a square (784 -> 1x28x28),
+    3 x 224 x 224; dense nets: a square 1-channel image if the input width is a square (784 -> 1x28x28),
     else a square 3-channel one (the reference's LUCID MLPs), else it is not image-shaped.
     """
-    from .models import MLP, CifarVGG, SmallCNN
-
-    if isinstance(model, SmallCNN):
-        return (model.in_channels, model.image_size, model.image_size)
-    if isinstance(model, CifarVGG):
-        return (model.in_channels, 32, 32)
-    if isinstance(model, MLP):
-        n = model.in_features
-        for c in (1, 3):
-            side = math.isqrt(n // c)
-            if n % c == 0 and side * side * c == n:
-                return (c, side, side)
-        raise ModularityError(f"MLP with {n} inputs is not image-shaped (not C*S*S for C in 1, 3); "
-                              "pass image_shape=(C, H, W)")
-    if type(model).__module__.startswith("torchvision.models"):
-        return (3, 224, 224)
-    raise ModularityError(f"cannot tell the input image shape of {type(model).__name__}; pass image_shape=(C, H, W)")
+    return input_shape(model)
 
 
 def _check_image_shape(model: nn.Module, shape: Sequence[int] | None) -> tuple[int, int, int]:
-    from .models import MLP
-
     if shape is None:
         return image_shape_of(model)
     if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape):
         raise ModularityError(f"image_shape must be three positive integers (C, H, W), got {tuple(shape)}")
     c, h, w = (int(s) for s in shape)
-    if isinstance(model, MLP) and c * h * w != model.in_features:
-        raise ModularityError(f"image_shape {(c, h, w)} has {c * h * w} pixels but the MLP takes {model.in_features}")
+    first = layer_specs(model)[0]
+    if first.kind == "input" and c * h * w != first.width:
+        raise ModularityError(f"image_shape {(c, h, w)} has {c * h * w} pixels but {type(model).__name__} takes "
+                              f"{first.width}")
     return (c, h, w)
 
 
@@ -375,7 +394,7 @@ def _check_unit_set(spec: LayerSpec, units: Any) -> np.ndarray:
 
 def _visualisable_layer(model: nn.Module, name: str) -> LayerSpec:
     spec = layer_by_name(model, name)
-    if spec.activation is None:
+    if not spec.analysed or (spec.activation is None and spec.node is None):
         raise ModularityError(f"layer {name!r} has no activation to maximise (kind {spec.kind}); "
                               "choose a hidden or conv layer")
     return spec
@@ -412,7 +431,9 @@ def visualize_sets(model: nn.Module, targets: Sequence[tuple[str, Any]], keys: S
             specs_by_name[layer] = _visualisable_layer(model, layer)
         checked.append((layer, _check_unit_set(specs_by_name[layer], units)))
     device = torch.device(device) if device is not None else default_device()
-    net = _working_copy(model, config.relu_gradient_override, device)
+    all_specs = list(specs_by_name.values())
+    net, points = _working_copy(model, config.relu_gradient_override, device, all_specs)
+    point_of = {spec.name: point for spec, point in zip(all_specs, points, strict=True)}
     _check_forward(net, shape, device, input_transform)
 
     n = len(checked)
@@ -421,7 +442,8 @@ def visualize_sets(model: nn.Module, targets: Sequence[tuple[str, Any]], keys: S
     for start in range(0, n, chunk):
         idx = list(range(start, min(n, start + chunk)))
         imgs, acts, logits = _optimise_chunk(net, [checked[i] for i in idx], [keys[i] for i in idx], seed,
-                                             config, shape, device, specs_by_name, input_transform)
+                                             config, shape, device, specs_by_name, point_of,
+                                             input_transform)
         images.append(imgs)
         rows.append(_image_rows([checked[i] for i in idx], acts, logits))
     table = pd.concat(rows, ignore_index=True)
@@ -443,7 +465,7 @@ def _check_forward(net: nn.Module, shape: tuple[int, int, int], device: torch.de
 
 def _optimise_chunk(net: nn.Module, targets: list[tuple[str, np.ndarray]], keys: list[ImageKey], seed: int,
                     config: VisConfig, shape: tuple[int, int, int], device: torch.device,
-                    specs_by_name: dict[str, LayerSpec],
+                    specs_by_name: dict[str, LayerSpec], point_of: dict[str, nn.Module],
                     input_transform: Callable[[torch.Tensor], torch.Tensor] | None,
                     ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
     """Optimise one batch of images; returns (images, activations reached, logits)."""
@@ -454,7 +476,7 @@ def _optimise_chunk(net: nn.Module, targets: list[tuple[str, np.ndarray]], keys:
     for i, (layer, units) in enumerate(targets):
         masks[layers.index(layer), i, torch.from_numpy(units)] = 1.0
     masks = masks.to(device)
-    capture = _Activations(net, specs, input_transform)
+    capture = _Activations(net, [point_of[name] for name in layers], input_transform)
 
     def objective(acts: list[torch.Tensor]) -> torch.Tensor:  # (B,): each image's own objective
         return sum((a * masks[j, :, : a.shape[1]]).sum(1) for j, a in enumerate(acts))  # type: ignore[return-value]
