@@ -64,11 +64,9 @@ def _default_n_random() -> int:
 
 
 def _test_split(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1]
-    if hasattr(data, "x_test") and hasattr(data, "y_test"):
-        return data.x_test, data.y_test
-    raise ModularityError("data must be (x_test, y_test) tensors or a modularity.data.Dataset")
+    from .inputs import as_xy
+
+    return as_xy(data)
 
 
 def _check_subclusters(model: nn.Module, subs: Sequence[Any]) -> None:
@@ -105,7 +103,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         model: the trained network (not modified).
         subclusters: :class:`modularity.subclusters.SubCluster` objects (or anything with ``layer``,
             ``cluster``, ``units``, ``layer_width`` and ``isolated``).
-        data: ``(x_test, y_test)`` tensors or a :class:`modularity.data.Dataset` (its test split).
+        data: ``(x_test, y_test)`` tensors or arrays, a :class:`modularity.data.Dataset` (its test split), a
+            ``TensorDataset``, a map-style ``Dataset`` or a ``DataLoader`` (:mod:`modularity.inputs`).
         n_random: random draws per sub-cluster (default ``stats.DEFAULT_N_RANDOM`` = 1000).
         seed: seed of the random draws (``random_sets(..., seed)``) and of the bootstrap intervals.
         correction: a ``statsmodels`` ``multipletests`` method (``holm``, ``fdr_bh``, ...).
@@ -133,6 +132,12 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         raise ModularityError(f"n_random must be a positive integer, got {n_random!r}")
     if complete not in COMPLETE_MODES:
         raise ModularityError(f"complete must be one of {', '.join(COMPLETE_MODES)}; got {complete!r}")
+    if correction not in stats.CORRECTION_METHODS:  # every option checked before any lesion runs
+        raise ModularityError(f"unknown correction {correction!r}; choose from {', '.join(stats.CORRECTION_METHODS)}")
+    if ties not in stats.TIE_RULES:
+        raise ModularityError(f"unknown tie rule {ties!r}; choose from {', '.join(stats.TIE_RULES)}")
+    if not 0 < alpha < 1:
+        raise ModularityError(f"alpha must be in (0, 1), got {alpha}")
     subs = list(subclusters)
     _check_subclusters(model, subs)
     x, y = _test_split(data)
@@ -174,6 +179,11 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         if progress:
             print(f"  {layer}: {len(sets)} lesions ({time.perf_counter() - t0:.0f} s)", flush=True)
 
+    # Classes without a test image (a subset of the model's outputs) have no accuracy: they are left out
+    # of every class-balanced statistic, which then averages over the classes present.
+    present = np.flatnonzero(sizes > 0)
+    if present.size < n_classes:
+        unl, true, rand, sizes = unl[present], true[:, present], rand[:, :, present], sizes[present]
     keep = np.flatnonzero(tested)
     summ = stats.lesion_summary(unl, true[keep], rand[:, keep], sizes, ties=ties, correction=correction,
                                 alpha=alpha, seed=seed)
@@ -183,7 +193,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
     summary.update(
         n_subclusters=int(tested.sum()), n_complete=int(whole.sum()), complete=complete,
         tie_rule=ties, before_batchnorm=bool(before_batchnorm), exclude_isolated=bool(exclude_isolated is True),
-        n_test=int(len(y)), n_classes=int(n_classes), exact_decisions=int(exact),
+        n_test=int(len(y)), n_classes=int(n_classes), n_classes_present=int(present.size),
+        classes_present=present.tolist() if present.size < n_classes else None, exact_decisions=int(exact),
         n_important=int((table["category"] == "important").sum()), seconds=round(time.perf_counter() - t0, 2),
         counts={"unlesioned": unl, "true": true, "random": rand, "class_sizes": sizes},
     )

@@ -124,8 +124,11 @@ def n_outputs(model: nn.Module, x: torch.Tensor) -> int:
 
 def check_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Validate ``(x, y)`` against the model; return float32 images, int64 labels, number of classes."""
+    from ..inputs import as_xy, check_images
+
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise ModularityError("images and labels must be torch tensors")
+        x, y = as_xy((x, y))
+    x, y = check_images(x, y)
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
         raise ModularityError(f"need images (N, ...) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
     if len(y) == 0:
