@@ -42,6 +42,7 @@ from torch import nn
 from .errors import ModularityError
 from .layers import layer_specs
 from .lesion import DEFAULT_MAX_MEMORY, check_data, class_sizes, lesion_counts, unlesioned_counts
+from .results import ImportanceResult
 from .utils import atomic_path, write_json_atomic
 
 COMPLETE_MODES = ("skip", "error", "include")
@@ -96,7 +97,7 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
                seed: int = 0, correction: str = "holm", before_batchnorm: bool = False, *,
                ties: str = "strict", alpha: float = 0.05, exclude_isolated: Any = True,
                complete: str = "skip", max_memory: int = DEFAULT_MAX_MEMORY,
-               progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+               progress: bool = False) -> ImportanceResult:
     """Lesion tests of every sub-cluster against random same-size sets of its layer.
 
     Args:
@@ -115,7 +116,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         complete: handling of whole-layer sub-clusters: "skip", "error" or "include" (module doc).
 
     Returns:
-        ``(table, summary)``. ``table`` has one row per sub-cluster with the columns :data:`COLUMNS`
+        An :class:`~modularity.results.ImportanceResult` (unpacks as ``table, summary``). ``table`` has
+        one row per sub-cluster with the columns :data:`COLUMNS`
         (accuracies as fractions; ``acc_drop`` = unlesioned - lesioned overall accuracy; p-values raw
         and corrected; ``tested`` False for skipped whole-layer sub-clusters). ``summary`` holds the
         network-level statistics of :func:`modularity.stats.lesion_summary` (``chi2_p_means``,
@@ -193,12 +195,13 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
     summary.update(
         n_subclusters=int(tested.sum()), n_complete=int(whole.sum()), complete=complete,
         tie_rule=ties, before_batchnorm=bool(before_batchnorm), exclude_isolated=bool(exclude_isolated is True),
-        n_test=int(len(y)), n_classes=int(n_classes), n_classes_present=int(present.size),
-        classes_present=present.tolist() if present.size < n_classes else None, exact_decisions=int(exact),
+        n_test=int(len(y)), n_classes=int(n_classes), exact_decisions=int(exact),
         n_important=int((table["category"] == "important").sum()), seconds=round(time.perf_counter() - t0, 2),
         counts={"unlesioned": unl, "true": true, "random": rand, "class_sizes": sizes},
     )
-    return table, summary
+    if present.size < n_classes:  # recorded only then, so default summaries keep their fields
+        summary.update(n_classes_present=int(present.size), classes_present=present.tolist())
+    return ImportanceResult.from_summary(table, summary)
 
 
 def _table(subs: list[Any], summ: dict[str, Any], keep: np.ndarray, unl: np.ndarray, true: np.ndarray,

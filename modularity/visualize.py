@@ -43,7 +43,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -54,6 +54,9 @@ from torch import nn
 from .arch import LayerSpec, input_shape, layer_by_name, layer_specs, tapped
 from .errors import ModularityError
 from .utils import default_device, rng_for
+
+if TYPE_CHECKING:
+    from .results import InputCoherenceResult
 
 # Lucid's colour correlation (square root of the ImageNet colour covariance, SVD form), normalised so
 # that its largest column has unit norm (lucid.optvis.param.color._linear_decorelate_color).
@@ -705,8 +708,9 @@ def input_coherence(model: nn.Module, subclusters: Sequence[Any], n_random: int 
                     image_shape: Sequence[int] | None = None, batch_size: int | None = 256,
                     device: str | torch.device | None = None,
                     input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Input coherence of a network's sub-clusters: (per-sub-cluster table, network summary).
+                    ) -> InputCoherenceResult:
+    """Input coherence of a network's sub-clusters (an :class:`~modularity.results.InputCoherenceResult`,
+    which unpacks as ``(per-sub-cluster table, network summary)``).
 
     Optimises an image for each sub-cluster passing ``min_size <= size < max_prop * width`` and for
     ``n_random`` random same-size sets of its layer (all in batches), then tests the activation reached
@@ -720,7 +724,9 @@ def input_coherence(model: nn.Module, subclusters: Sequence[Any], n_random: int 
                                 random_units=random_units, include_isolated=include_isolated,
                                 image_shape=image_shape, batch_size=batch_size, device=device,
                                 input_transform=input_transform)
-    return coherence_statistics(vis, correction=correction, ties=ties)
+    from .results import InputCoherenceResult
+
+    return InputCoherenceResult.from_summary(*coherence_statistics(vis, correction=correction, ties=ties), vis)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -259,3 +259,26 @@ def test_activation_partition_and_comparison_table(small: tuple[nn.Module, torch
                                (x, y), n_random=5)
     assert list(table["partition"]) == ["weights", "activations", "random"]
     assert {"combined_p_means", "effect_means", "n_subclusters"} <= set(table.columns)
+
+
+def test_results_are_typed_and_still_unpack(small: tuple[nn.Module, torch.Tensor, torch.Tensor], tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from modularity.results import ImportanceResult, InputCoherenceResult
+    from modularity.visualize import input_coherence
+
+    model, x, y = small
+    subs = _subs(model)
+    res = importance(model, subs, (x, y), n_random=5)
+    assert isinstance(res, ImportanceResult)
+    table, summary = res
+    assert table is res.table and summary["combined_p_means"] == res.combined_p_means
+    assert set(summary["counts"]) == {"unlesioned", "true", "random", "class_sizes"}
+    assert json.loads(res.to_json(tmp_path / "s.json"))["n_subclusters"] == res.n_subclusters == len(subs)
+    assert res.plot(tmp_path / "a.png").stat().st_size > 0 and res.plot_per_class(tmp_path / "b.png").exists()
+    coh = input_coherence(model, subs, n_random=2, steps=2, min_size=1, max_prop=1.0, image_shape=(1, 4, 4))
+    assert isinstance(coh, InputCoherenceResult)
+    ctable, csummary = coh
+    assert csummary["combined_p_loss"] == coh.combined_p_loss and len(ctable) == coh.n_subclusters
+    json.loads(coh.to_json())
+    assert coh.plot(tmp_path / "g.png").exists()
