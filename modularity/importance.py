@@ -337,14 +337,17 @@ def _save(fig: Any, path: str | Path) -> None:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``importance CHECKPOINT --k 12 [--n-random N] [--seed S] [--out DIR] ...``."""
+    """Register ``importance CHECKPOINT --k 12 [--n-random N] [--seed S] [--out DIR] ...`` (or ``--model``)."""
+    from .user_model import add_model_options
+
     p = subparsers.add_parser(
         "importance", help="lesion tests of a checkpoint's sub-clusters (importance, output coherence)",
         description="Partition a checkpoint (spectral clustering, k clusters), lesion every sub-cluster and "
         "random same-size sets of its layer on the test split, and test. Writes "
         "<stem>-k<K>-seed<S>-importance.csv, -importance.json, -lesion-counts.npz, -importance.png and "
         "-per-class.png.")
-    p.add_argument("checkpoint", type=Path, help="checkpoint .pt written by `train` (with its .json)")
+    p.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint .pt written by `train` (with its .json)")
+    add_model_options(p)
     p.add_argument("--k", type=int, default=12, help="number of clusters (default 12)")
     p.add_argument("--n-random", type=int, default=None, help="random draws per sub-cluster (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clustering and the random draws (default 0)")
@@ -375,27 +378,37 @@ def output_paths(checkpoint: Path, k: int, seed: int, out: Path | None = None) -
 def _importance_command(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .graph import graph_of
-    from .models import load_checkpoint, tag_spec
+    from .models import tag_spec
     from .partition import partition
     from .subclusters import subclusters
+    from .user_model import load_npz, resolve_model
     from .utils import sha256_file
 
-    model, meta = load_checkpoint(args.checkpoint)
-    spec = tag_spec(meta["tag"])
-    if spec.family == "imagenet":
-        raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
-    data = load_dataset(spec.dataset, args.data_root)
+    model, meta, source = resolve_model(args)
+    if meta.get("tag") is None:
+        if args.data is None:
+            raise ModularityError("--model needs --data FILE.npz (arrays x and y)")
+        data: Any = load_npz(args.data)
+        dataset = str(args.data)
+    else:
+        spec = tag_spec(meta["tag"])
+        if spec.family == "imagenet":
+            raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
+        data = load_dataset(spec.dataset, args.data_root)
+        dataset = spec.dataset
     graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)
     part = partition(graph, k=args.k, seed=args.seed)
     subs = subclusters(part)
     table, summary = importance(model, subs, data, n_random=args.n_random, seed=args.seed,
                                 correction=args.correction, before_batchnorm=args.before_batchnorm,
                                 ties=args.ties, complete=args.complete, progress=True)
-    paths = output_paths(args.checkpoint, args.k, args.seed, args.out)
+    paths = output_paths(source, args.k, args.seed, args.out)
     counts = summary.pop("counts")
-    summary.update(checkpoint=str(args.checkpoint), checkpoint_sha256=sha256_file(args.checkpoint),
+    summary.update(checkpoint=str(source), checkpoint_sha256=sha256_file(source) if source.is_file() else None,
                    tag=meta["tag"], train_seed=meta.get("seed"), pruned=meta.get("pruned"), k=args.k,
-                   ncut=part.ncut, dataset=spec.dataset, **graph.params)
+                   ncut=part.ncut, dataset=dataset, **graph.params)
+    if meta.get("model"):
+        summary["model"] = meta["model"]
     with atomic_path(paths["csv"]) as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
     write_json_atomic(paths["json"], summary)
@@ -403,11 +416,11 @@ def _importance_command(args: argparse.Namespace) -> int:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **counts)
     if not args.no_plots:
-        title = f"{meta['tag']} {'pruned' if meta.get('pruned') else 'unpruned'} k={args.k}"
+        title = f"{meta['tag'] or meta.get('model')} {'pruned' if meta.get('pruned') else 'unpruned'} k={args.k}"
         plot_drop_vs_proportion(table, paths["plot"], title)
         plot_per_class(table, counts, paths["per_class"], title)
     n_imp = int((table["category"] == "important").sum())
-    print(f"{meta['tag']} k={args.k}: {summary['n_subclusters']} sub-clusters tested "
+    print(f"{meta['tag'] or meta.get('model')} k={args.k}: {summary['n_subclusters']} sub-clusters tested "
           f"({summary['n_complete']} whole-layer skipped), n_random={table['n_random'].iloc[0]}; "
           f"Fisher p (means) {summary['combined_p_means']:.3g}, chi2 p {summary['chi2_p_means']:.3g}, "
           f"effect {summary['effect_means']:.3f}; {n_imp} important after {args.correction} -> {paths['csv']}")

@@ -800,7 +800,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                        description="Partition a checkpoint's network, optimise an image for every sub-cluster and "
                                    "its random sets, and write the per-sub-cluster CSV, the per-image CSV, a JSON "
                                    "summary and a PNG grid.")
-    p.add_argument("checkpoint", type=Path, help="checkpoint .pt written by `modularity train`")
+    p.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint .pt written by `modularity train`")
+    from .user_model import add_model_options
+
+    add_model_options(p, data=False)
+    p.add_argument("--image-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                   help="input image shape for --model (default: told from the model)")
     p.add_argument("--k", type=int, default=12, help="number of spectral clusters (default 12)")
     p.add_argument("--seed", type=int, default=0, help="seed of the partition, the random sets and the images")
     p.add_argument("--n-random", type=int, default=9, help="random sets per sub-cluster (default 9)")
@@ -822,22 +827,23 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def _cli(args: argparse.Namespace) -> int:
     from .graph import graph_of
-    from .models import load_checkpoint
     from .partition import partition
     from .subclusters import subclusters
+    from .user_model import resolve_model
     from .utils import atomic_path, write_json_atomic, write_text_atomic
 
-    model, meta = load_checkpoint(args.checkpoint)
-    out = args.out or args.checkpoint.parent / f"coherence-{args.checkpoint.stem}-k{args.k}"
+    model, meta, source = resolve_model(args)
+    out = args.out or source.parent / f"coherence-{source.stem}-k{args.k}"
     part = partition(graph_of(model), k=args.k, seed=args.seed)
     config = VisConfig(steps=args.steps, lr=args.lr, fft=not args.pixels,
                        relu_gradient_override=not args.no_relu_override,
                        transforms=Transforms() if args.transforms else None)
     vis = visualize_subclusters(model, subclusters(part), args.n_random, args.seed, config, min_size=args.min_size,
-                                max_prop=args.max_prop, batch_size=args.batch_size)
+                                max_prop=args.max_prop, batch_size=args.batch_size,
+                                image_shape=getattr(args, "image_shape", None))
     table, summary = coherence_statistics(vis, correction=args.correction, ties=args.ties)
     context = {"tag": meta.get("tag"), "seed": meta.get("seed"), "pruned": meta.get("pruned"), "k": args.k,
-               "checkpoint": str(args.checkpoint), "ncut": float(part.ncut)}
+               "checkpoint": str(source), "ncut": float(part.ncut)}
     ids = {"tag": context["tag"], "network_seed": context["seed"], "pruned": context["pruned"], "k": args.k}
     table = pd.concat([pd.DataFrame(ids, index=table.index), table], axis=1)
     images_table = pd.concat([pd.DataFrame(ids, index=vis.table.index), vis.table], axis=1)

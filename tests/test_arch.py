@@ -282,3 +282,38 @@ def test_results_are_typed_and_still_unpack(small: tuple[nn.Module, torch.Tensor
     assert csummary["combined_p_loss"] == coh.combined_p_loss and len(ctable) == coh.n_subclusters
     json.loads(coh.to_json())
     assert coh.plot(tmp_path / "g.png").exists()
+
+
+def test_cli_on_a_users_own_model(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import sys
+
+    from modularity.cli import main
+
+    (tmp_path / "mynets.py").write_text(
+        "from torch import nn\n\n"
+        "def make_net():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 10), nn.ReLU(),\n"
+        "                         nn.Linear(10, 5))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("mynets", None)
+    import mynets  # type: ignore[import-not-found]
+
+    torch.manual_seed(0)
+    net = mynets.make_net().eval()
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    x = torch.rand(40, 1, 4, 4)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=y.numpy())
+    common = ["--model", "mynets:make_net", "--weights", str(tmp_path / "w.pt"), "--k", "3", "--out", str(tmp_path)]
+    assert main(["cluster", *common]) == 0
+    assert json.loads((tmp_path / "w-k3-seed0-summary.json").read_text())["n_vertices"] == 16 + 12 + 10 + 5
+    assert main(["importance", *common, "--data", str(tmp_path / "d.npz"), "--n-random", "5", "--no-plots"]) == 0
+    summary = json.loads((tmp_path / "w-k3-seed0-importance.json").read_text())
+    assert summary["model"] == "mynets:make_net" and summary["n_test"] == 40
+    assert main(["coherence", *common, "--n-random", "1", "--steps", "2", "--min-size", "1", "--max-prop", "1.0",
+                 "--image-shape", "1", "4", "4", "--out", str(tmp_path / "coh")]) == 0
+    assert (tmp_path / "coh" / "summary.json").exists()
+    assert main(["importance", "--model", "mynets:make_net"]) == 2  # no --data: one-line error
+    assert main(["importance", "--model", "nosuchmodule:f", "--data", str(tmp_path / "d.npz")]) == 2
