@@ -144,7 +144,7 @@ def classify(node: fx.Node, modules: dict[str, nn.Module]) -> Role:
 #: One row per supported operation kind, for docs/own-network.md (kept in sync by a test).
 SUPPORTED_TABLE = (
     ("nn.Linear, nn.Conv2d (any groups, incl. depthwise)", "weight layer: its output channels are units"),
-    ("BatchNorm1d/2d", "folded: scale gamma/sqrt(var+eps) multiplies the edges (fold_batchnorm=True)"),
+    ("BatchNorm1d, BatchNorm2d", "folded: scale gamma/sqrt(var+eps) multiplies the edges (fold_batchnorm=True)"),
     ("LayerNorm (over features), GroupNorm", "unit i -> unit i; |gamma| folded like batch norm; the per-example "
      "centring/scaling is not an edge"),
     ("ReLU, ReLU6, LeakyReLU, ELU, SELU, CELU, GELU, SiLU, Mish, Sigmoid, Tanh, Hardtanh, Hardswish, "
