@@ -39,13 +39,15 @@ CRITERIA = ("tolerance", "sign", "band", "replicates", "report")
 # Which source files each stage kind depends on (DVC deps; relative to the repository root).
 CODE_DEPS: dict[str, list[str]] = {
     "train": ["modularity/train.py", "modularity/models.py", "modularity/data.py"],
-    "cluster": ["modularity/models.py", "modularity/layers.py", "modularity/graph.py", "modularity/partition.py",
-                "benchmark/stages.py"],
-    "importance": ["modularity/models.py", "modularity/layers.py", "modularity/graph.py", "modularity/partition.py",
-                   "modularity/subclusters.py", "modularity/lesion.py", "modularity/importance.py",
+    "cluster": ["modularity/models.py", "modularity/layers.py", "modularity/arch", "modularity/graph.py",
+                "modularity/partition.py", "benchmark/stages.py"],
+    "importance": ["modularity/models.py", "modularity/layers.py", "modularity/arch", "modularity/graph.py",
+                   "modularity/partition.py", "modularity/subclusters.py", "modularity/lesion", "modularity/inputs.py",
+                   "modularity/results.py", "modularity/importance.py",
                    "modularity/stats.py", "modularity/data.py", "benchmark/stages.py"],
-    "coherence": ["modularity/models.py", "modularity/layers.py", "modularity/graph.py", "modularity/partition.py",
-                  "modularity/subclusters.py", "modularity/visualize.py", "modularity/stats.py",
+    "coherence": ["modularity/models.py", "modularity/layers.py", "modularity/arch", "modularity/graph.py",
+                  "modularity/partition.py", "modularity/subclusters.py", "modularity/visualize.py",
+                  "modularity/results.py", "modularity/stats.py",
                   "benchmark/stages.py"],
 }
 
