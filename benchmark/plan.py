@@ -46,7 +46,7 @@ CODE_DEPS: dict[str, list[str]] = {
                    "modularity/results.py", "modularity/importance.py",
                    "modularity/stats.py", "modularity/data.py", "benchmark/stages.py"],
     "coherence": ["modularity/models.py", "modularity/layers.py", "modularity/arch", "modularity/graph.py",
-                  "modularity/partition.py", "modularity/subclusters.py", "modularity/visualize.py",
+                  "modularity/partition.py", "modularity/subclusters.py", "modularity/visualize.py", "modularity/featurevis",
                   "modularity/results.py", "modularity/stats.py",
                   "benchmark/stages.py"],
 }
