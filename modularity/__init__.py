@@ -44,6 +44,7 @@ _EXPORTS = {
     "random_like": "modularity.partitions",
     "activation_partition": "modularity.partitions",
     "compare_partitions": "modularity.partitions",
+    "double_lesion": "modularity.double_lesion",
 }
 
 __all__ = sorted(_EXPORTS)

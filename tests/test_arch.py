@@ -317,3 +317,30 @@ def test_cli_on_a_users_own_model(tmp_path, monkeypatch) -> None:  # type: ignor
     assert (tmp_path / "coh" / "summary.json").exists()
     assert main(["importance", "--model", "mynets:make_net"]) == 2  # no --data: one-line error
     assert main(["importance", "--model", "nosuchmodule:f", "--data", str(tmp_path / "d.npz")]) == 2
+
+
+def test_multi_layer_lesions_equal_weight_zeroing_and_double_lesion_table(
+        small: tuple[nn.Module, torch.Tensor, torch.Tensor]) -> None:
+    import copy
+
+    from modularity.double_lesion import double_lesion
+    from modularity.lesion.multi import multi_lesion_counts
+
+    model, x, y = small
+    lesions = [{"hidden1": [0, 3], "hidden2": [1]}, {"hidden1": [5]}, {"hidden2": [0, 2, 4]}]
+    got = multi_lesion_counts(model, lesions, x, y)
+    for m, les in enumerate(lesions):
+        net = copy.deepcopy(model)
+        with torch.no_grad():
+            for layer, units in les.items():
+                lin = net[1] if layer == "hidden1" else net[3]
+                lin.weight[units] = 0
+                lin.bias[units] = 0
+            pred = net(x).argmax(1)
+        np.testing.assert_array_equal(got[m], np.bincount(y[pred == y].numpy(), minlength=5))
+    np.testing.assert_array_equal(multi_lesion_counts(model, [{"hidden1": [0, 3]}], x, y),
+                                  lesion_counts(model, "hidden1", [[0, 3]], x, y))
+    subs = _subs(model)
+    table = double_lesion(model, subs, (x, y), n_random=5)
+    assert len(table) == len(subs) * (len(subs) + 1) // 2
+    assert table["p_mean"].between(0, 1).all()
