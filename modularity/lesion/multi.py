@@ -51,7 +51,7 @@ def multi_lesion_counts(model: nn.Module, lesions: Sequence[Lesion], x: torch.Te
     full = {name: torch.zeros(len(lesions), widths[name], dtype=torch.bool) for name in layers}
     for m, les in enumerate(lesions):
         for name, units in les.items():
-            idx = torch.as_tensor(np.asarray(units, dtype=np.int64))
+            idx = torch.as_tensor(np.array(units, dtype=np.int64))
             if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= widths[name]):
                 from ..errors import ModularityError
 
