@@ -267,6 +267,12 @@ def input_coherence(model: nn.Module, subclusters: Sequence[Any], n_random: int 
     :func:`visualize_subclusters` and :func:`coherence_statistics`; the images are available from
     :func:`visualize_subclusters` directly.
     """
+    from . import stats
+
+    if correction not in stats.CORRECTION_METHODS:  # options checked before any image is optimised
+        raise ModularityError(f"unknown correction {correction!r}; choose from {', '.join(stats.CORRECTION_METHODS)}")
+    if ties not in stats.TIE_RULES:
+        raise ModularityError(f"unknown tie rule {ties!r}; choose from {', '.join(stats.TIE_RULES)}")
     config = VisConfig(steps=steps, lr=lr, fft=fft, decorrelate=decorrelate,
                        relu_gradient_override=relu_gradient_override, transforms=transforms)
     vis = visualize_subclusters(model, subclusters, n_random, seed, config, min_size=min_size, max_prop=max_prop,

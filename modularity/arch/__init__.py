@@ -19,6 +19,7 @@ from .registry import (
     describe,
     hook_point,
     input_shape,
+    is_flat_sequential,
     layer_by_name,
     layer_specs,
     layout_of,
@@ -31,6 +32,6 @@ from .trace import Flow, Layout, derive_layout, trace_model
 
 __all__ = [
     "Flow", "LayerKind", "LayerSpec", "Layout", "Tap", "analysed_layers", "declare_layout", "derive_layout",
-    "describe", "hook_point", "input_shape", "layer_by_name", "layer_specs", "layout_of", "register_layout",
+    "describe", "hook_point", "input_shape", "is_flat_sequential", "layer_by_name", "layer_specs", "layout_of", "register_layout",
     "tapped", "trace_model", "validate_declared",
 ]

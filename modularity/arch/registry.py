@@ -206,6 +206,13 @@ def hook_point(model: nn.Module, spec: LayerSpec, before_batchnorm: bool = False
     return gm, gm.get_submodule(taps[spec.name])
 
 
+def is_flat_sequential(model: nn.Module) -> bool:
+    """A plain ``nn.Sequential`` (its own ``forward``): modules run in child order, each once.
+
+    The lesion engine's fast path and feature visualisation's early stop rely on it."""
+    return isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+
+
 # --------------------------------------------------------------------------------------------------
 # Input shape
 

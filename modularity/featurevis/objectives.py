@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..arch import LayerSpec, tapped
+from ..arch import LayerSpec, is_flat_sequential, tapped
 
 
 class _RedirectedReLUFunction(torch.autograd.Function):
@@ -114,7 +114,7 @@ class _Activations:
                  input_transform: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
         self.net, self.input_transform = net, input_transform
         self.modules = list(modules)
-        self.can_stop = isinstance(net, nn.Sequential) and len(set(map(id, self.modules))) == len(self.modules)
+        self.can_stop = is_flat_sequential(net) and len(set(map(id, self.modules))) == len(self.modules)
 
     def __call__(self, images: torch.Tensor, need_logits: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         captured: dict[int, torch.Tensor] = {}

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..arch import LayerSpec, layer_by_name, ops
+from ..arch import LayerSpec, is_flat_sequential, layer_by_name, ops
 from ..errors import ModularityError
 from .definition import check_lesionable, lesion_point, lesioned_logits
 
@@ -250,8 +250,7 @@ class _Plan:
     sparse_entry: bool = False       # the mixing Linear is sparse and the tail can run every stage
 
 
-def _is_plain_sequential(model: nn.Module) -> bool:
-    return isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+_is_plain_sequential = is_flat_sequential
 
 
 def _plan(model: nn.Module, spec: LayerSpec, before_batchnorm: bool, example: torch.Tensor) -> _Plan | None:
