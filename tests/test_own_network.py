@@ -192,7 +192,8 @@ def test_graph_partition_subclusters_importance_coherence(name: str) -> None:
     model, x, y, shape = _build(name, n_images=16)
     graph = graph_of(model)
     assert graph.n_vertices == sum(s.width for s in layer_specs(model))
-    part = partition(graph, k=4, seed=0, n_init=2)
+    # ARPACK's shift-invert factorisation does not fit resnet50's 26 560-vertex graph in memory.
+    part = partition(graph, k=4, seed=0, n_init=2, eigen_solver="lobpcg" if graph.n_vertices > 20000 else "arpack")
     assert part.labels.shape == (graph.n_vertices,)
     split = [s.name for s in analysed_layers(model) if np.unique(part.labels_of(s.name)).size > 1]
     if not split:  # random-weight deep nets often cluster by layer: test a given partition instead
