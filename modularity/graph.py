@@ -178,6 +178,8 @@ def graph_of(model: nn.Module, *, conv_norm: ConvNorm = "entrywise", fold_batchn
     if conv_norm not in CONV_NORMS:
         raise UnsupportedModelError(f"unknown conv_norm {conv_norm!r}; choose from {', '.join(CONV_NORMS)}")
     layout = layout_of(model)
+    if layout.flow_error is not None:
+        raise UnsupportedModelError(layout.flow_error)
     specs = layout.specs
     params = {"conv_norm": conv_norm, "fold_batchnorm": bool(fold_batchnorm), "model": type(model).__name__}
     flows = layout.flows if layout.mode != "declared" else _declared_flows(specs)

@@ -3,6 +3,7 @@ are recovered, declared layouts and bad inputs give one-line errors before any w
 
 from __future__ import annotations
 
+import copy
 import time
 
 import numpy as np
@@ -321,8 +322,6 @@ def test_cli_on_a_users_own_model(tmp_path, monkeypatch) -> None:  # type: ignor
 
 def test_multi_layer_lesions_equal_weight_zeroing_and_double_lesion_table(
         small: tuple[nn.Module, torch.Tensor, torch.Tensor]) -> None:
-    import copy
-
     from modularity.double_lesion import double_lesion
     from modularity.lesion.multi import multi_lesion_counts
 
@@ -344,3 +343,19 @@ def test_multi_layer_lesions_equal_weight_zeroing_and_double_lesion_table(
     table = double_lesion(model, subs, (x, y), n_random=5)
     assert len(table) == len(subs) * (len(subs) + 1) // 2
     assert table["p_mean"].between(0, 1).all()
+
+
+def test_an_operation_the_graph_cannot_express_still_allows_lesions() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Upsample(scale_factor=2), nn.Conv2d(4, 4, 3),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
+    with pytest.raises(ModularityError, match="unsupported operation Upsample"):
+        graph_of(model)
+    x = torch.rand(20, 1, 6, 6)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+        zeroed = copy.deepcopy(model)
+        zeroed[0].weight[[1, 2]] = 0
+        zeroed[0].bias[[1, 2]] = 0
+        pred = zeroed(x).argmax(1)
+    np.testing.assert_array_equal(lesion_counts(model, "0", [[1, 2]], x, y)[0], np.bincount(y[pred == y].numpy(), minlength=3))

@@ -50,6 +50,7 @@ class Layout:
     flows: list[Flow] = field(default_factory=list)
     own_norm: dict[str, str] = field(default_factory=dict)  # layer name -> module name of its own norm
     graph: fx.Graph | None = None
+    flow_error: str | None = None  # why the dataflow (graph edges) cannot be derived; lesions still work
 
 
 def trace_model(model: nn.Module) -> fx.GraphModule:
@@ -133,7 +134,10 @@ def derive_layout(model: nn.Module) -> Layout:
         specs.append(LayerSpec(names[n], kind, int(width), str(n.target), activation, batchnorm,  # type: ignore[arg-type]
                                analysed=not is_output, node=cur.name))
     layout = Layout(specs, mode, [], own_norm, gm.graph)
-    layout.flows = _flows(gm, modules, role, names, placeholders[0] if mode == "dense" else None, mode, own_norm)
+    try:
+        layout.flows = _flows(gm, modules, role, names, placeholders[0] if mode == "dense" else None, mode, own_norm)
+    except UnsupportedModelError as exc:  # only the weight graph needs the dataflow: raised by graph_of
+        layout.flow_error = str(exc)
     return layout
 
 
