@@ -150,15 +150,20 @@ def activation_partition(model: nn.Module, data: Any, k: int = 12, seed: int = 0
 
 
 def compare_partitions(model: nn.Module, partitions: Mapping[str, Partition], data: Any, *, n_random: int | None = None,
-                       seed: int = 0, min_size: int = 1, max_prop: float = 1.0, **importance_kw: Any) -> pd.DataFrame:
-    """Importance of several partitions of one network, one row per partition (same data, same draws seed).
+                       seed: int = 0, min_size: int = 1, max_prop: float = 1.0, coherence: Mapping[str, Any] | None = None,
+                       **importance_kw: Any) -> pd.DataFrame:
+    """Importance (and, with ``coherence``, input coherence) of several partitions of one network, one row
+    per partition (same data, same seed).
 
     Columns: ``partition``, ``k``, ``ncut``, ``n_subclusters``, ``n_important`` and the network summary
     statistics (``combined_p_means``, ``chi2_p_means``, ``effect_means``, ``combined_p_ranges``,
-    ``chi2_p_ranges``, ``effect_ranges``) of :func:`modularity.importance.importance`.
+    ``chi2_p_ranges``, ``effect_ranges``) of :func:`modularity.importance.importance`. ``coherence``: keyword
+    arguments of :func:`modularity.input_coherence` (e.g. ``{"n_random": 9, "steps": 256}``); adds
+    ``combined_p_loss``, ``effect_loss``, ``combined_p_entropy``, ``effect_entropy``.
     """
     from .importance import importance
     from .subclusters import subclusters
+    from .visualize import input_coherence
 
     if not partitions:
         raise ModularityError("no partitions to compare")
@@ -168,8 +173,13 @@ def compare_partitions(model: nn.Module, partitions: Mapping[str, Partition], da
             raise ModularityError(f"partition {name!r} is a {type(part).__name__}, not a Partition")
         subs = subclusters(part, min_size=min_size, max_prop=max_prop)
         _, summary = importance(model, subs, data, n_random=n_random, seed=seed, **importance_kw)
-        rows.append({"partition": name, "k": part.k, "ncut": part.ncut, "n_subclusters": summary["n_subclusters"],
-                     "n_important": summary["n_important"],
-                     **{key: summary.get(key) for key in ("combined_p_means", "chi2_p_means", "effect_means",
-                                                          "combined_p_ranges", "chi2_p_ranges", "effect_ranges")}})
+        row = {"partition": name, "k": part.k, "ncut": part.ncut, "n_subclusters": summary["n_subclusters"],
+               "n_important": summary["n_important"],
+               **{key: summary.get(key) for key in ("combined_p_means", "chi2_p_means", "effect_means",
+                                                    "combined_p_ranges", "chi2_p_ranges", "effect_ranges")}}
+        if coherence is not None:
+            coh = input_coherence(model, subs, seed=seed, **dict(coherence))
+            row.update({key: coh.summary.get(key) for key in ("combined_p_loss", "effect_loss", "combined_p_entropy",
+                                                                  "effect_entropy")})
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -257,9 +257,10 @@ def test_activation_partition_and_comparison_table(small: tuple[nn.Module, torch
     clustered = np.concatenate([act.labels_of("hidden1"), act.labels_of("hidden2")])
     assert np.unique(clustered[clustered >= 0]).size == 3
     table = compare_partitions(model, {"weights": spectral, "activations": act, "random": random_like(spectral)},
-                               (x, y), n_random=5)
+                               (x, y), n_random=5,
+                               coherence={"n_random": 1, "steps": 2, "min_size": 1, "max_prop": 1.0, "image_shape": (1, 4, 4)})
     assert list(table["partition"]) == ["weights", "activations", "random"]
-    assert {"combined_p_means", "effect_means", "n_subclusters"} <= set(table.columns)
+    assert {"combined_p_means", "effect_means", "n_subclusters", "combined_p_loss", "effect_entropy"} <= set(table.columns)
 
 
 def test_results_are_typed_and_still_unpack(small: tuple[nn.Module, torch.Tensor, torch.Tensor], tmp_path) -> None:  # type: ignore[no-untyped-def]
