@@ -360,3 +360,16 @@ def test_an_operation_the_graph_cannot_express_still_allows_lesions() -> None:
         zeroed[0].bias[[1, 2]] = 0
         pred = zeroed(x).argmax(1)
     np.testing.assert_array_equal(lesion_counts(model, "0", [[1, 2]], x, y)[0], np.bincount(y[pred == y].numpy(), minlength=3))
+
+
+def test_operations_after_the_last_unit_layer_are_ignored() -> None:
+    class SoftmaxHead(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.log_softmax(self.b(torch.relu(self.a(x))), dim=1).permute(0, 1)
+
+    g = graph_of(SoftmaxHead())
+    assert [s.name for s in g.layers] == ["input", "hidden1", "output"] and len(g.blocks) == 2

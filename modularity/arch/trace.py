@@ -167,6 +167,12 @@ def _width(node: fx.Node, modules: dict[str, nn.Module], role: dict[fx.Node, str
 def _flows(gm: fx.GraphModule, modules: dict[str, nn.Module], role: dict[fx.Node, str], names: dict[fx.Node, str],
            input_node: fx.Node | None, mode: Mode, own_norm: dict[str, str]) -> list[Flow]:
     memo: dict[fx.Node, int | None] = {}
+    # Whether a unit layer can be reached from a node: operations after the last one (a softmax on the
+    # logits, a custom head after the convs) connect no units and are never an error.
+    reaches: dict[fx.Node, bool] = {}
+    for n in reversed(list(gm.graph.nodes)):
+        reaches[n] = any((u in names and not (mode == "conv" and isinstance(modules.get(str(u.target)), nn.Linear)))
+                         or reaches.get(u, False) for u in n.users)
     producers: list[tuple[fx.Node, str]] = ([(input_node, "input")] if input_node is not None else [])
     producers += [(n, nm) for n, nm in names.items()]
     flows: list[Flow] = []
@@ -178,7 +184,7 @@ def _flows(gm: fx.GraphModule, modules: dict[str, nn.Module], role: dict[fx.Node
         while stack:
             cur, prev, offset, norms, reshaped = stack.pop()
             r = role[cur]
-            if r == "output" or r == "dead":
+            if r == "output" or r == "dead" or (r != "weight" and not reaches[cur]):
                 continue
             if r == "weight":
                 mod = modules[cur.target]
