@@ -46,6 +46,14 @@ _EXPORTS = {
     "unlesioned_counts": "modularity.lesion",
     "importance": "modularity.importance",
     "input_coherence": "modularity.visualize",
+    "declare_layout": "modularity.arch",
+    "ImportanceResult": "modularity.results",
+    "InputCoherenceResult": "modularity.results",
+    "from_labels": "modularity.partitions",
+    "random_like": "modularity.partitions",
+    "activation_partition": "modularity.partitions",
+    "compare_partitions": "modularity.partitions",
+    "double_lesion": "modularity.double_lesion",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,7 +1,7 @@
 """Graphification: a trained network's weights as a weighted, undirected graph of its units.
 
 The paper (section 2) partitions a network from its weights alone. This module turns a model into a
-:class:`WeightGraph`: a symmetric sparse adjacency over the units that :mod:`modularity.layers` lists,
+:class:`WeightGraph`: a symmetric sparse adjacency over the units that :mod:`modularity.arch` lists,
 plus a unit table that addresses every vertex as ``(layer, index)``.
 
 * **MLP** (METHODS.md 2.1): every unit, inputs and outputs included, is a vertex; the edge between unit
@@ -28,13 +28,20 @@ plus a unit table that addresses every vertex as ``(layer, index)``.
   the block output. Unlike the reference, a residual-stream channel is not copied once per consumer:
   vertices are conv output channels, each exactly once (METHODS.md 9.21).
 
-Anything that mixes channels in a way this graph cannot express (concatenation, grouped/depthwise
-convs, an unknown module or function between two convs) raises :class:`UnsupportedModelError` naming it.
+* **Concatenation** (DenseNet): each channel of ``torch.cat(..., dim=1)`` maps to its source, so a
+  producer's channel i reaches a reader of the concatenation through the reader's input channel
+  ``offset + i`` (a batch norm on the concatenation scales it by its factor at that position).
+* **Grouped / depthwise convolutions** (MobileNet): edges only within groups.
+* **Layer norm / group norm**: treated as unit i -> unit i; with ``fold_batchnorm=True`` their gain
+  ``|gamma|`` is folded like a batch norm's factor. Their per-example centring and scaling couples all
+  units of a layer through two statistics but is not a weight between two units, so it adds no edge.
+
+Which layers exist and which operations connect them is the registry's business
+(:mod:`modularity.arch`); anything it cannot express raises :class:`UnsupportedModelError` naming it.
 """
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -42,11 +49,12 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import sparse
-from torch import fx, nn
+from torch import nn
 
 from . import validate
+from .arch import LayerSpec, layout_of
+from .arch.trace import Flow, Layout
 from .errors import UnsupportedModelError
-from .layers import LayerSpec, layer_specs
 
 ConvNorm = Literal["entrywise", "matrix1"]
 CONV_NORMS: tuple[str, ...] = ("entrywise", "matrix1")
@@ -159,55 +167,36 @@ def adjacency_from_blocks(layers: list[LayerSpec], blocks: list[Block]) -> spars
 
 
 def graph_of(model: nn.Module, *, conv_norm: ConvNorm = "entrywise", fold_batchnorm: bool = True) -> WeightGraph:
-    """The weight graph of a supported model (MLP, small CNN, CIFAR VGG, torchvision VGG/ResNet).
+    """The weight graph of any model the registry (:mod:`modularity.arch`) can lay out.
 
     Args:
         model: the network (its current weights are read; nothing is modified).
         conv_norm: ``"entrywise"`` (sum of |k| over the kernel slice; the paper's text) or ``"matrix1"``
             (the reference's induced matrix 1-norm, max column sum; METHODS.md 9.1).
-        fold_batchnorm: fold batch-norm scales into the edges (the paper's text); ``False`` reproduces
-            the reference's VGG graphs (METHODS.md 9.2).
+        fold_batchnorm: fold batch-norm (and layer/group-norm gain) scales into the edges (the paper's
+            text); ``False`` reproduces the reference's VGG graphs (METHODS.md 9.2).
     """
     if conv_norm not in CONV_NORMS:
         raise UnsupportedModelError(f"unknown conv_norm {conv_norm!r}; choose from {', '.join(CONV_NORMS)}")
     validate.finite_model(model)
-    if type(model).__module__.startswith("torchvision"):
-        from . import torchvision_layers  # noqa: F401  (registers the torchvision layouts)
-    specs = layer_specs(model)
-    kinds = {s.kind for s in specs}
+    layout = layout_of(model)
+    if layout.flow_error is not None:
+        raise UnsupportedModelError(layout.flow_error)
+    specs = layout.specs
     params = {"conv_norm": conv_norm, "fold_batchnorm": bool(fold_batchnorm), "model": type(model).__name__}
-    if "conv" in kinds:
-        if kinds != {"conv"}:
-            raise UnsupportedModelError(f"{type(model).__name__} mixes conv and dense unit layers; only one kind "
-                                        "per graph is supported")
-        blocks = _conv_blocks(model, specs, conv_norm, fold_batchnorm)
-    else:
-        blocks = _dense_blocks(model, specs)
+    flows = layout.flows if layout.mode != "declared" else _declared_flows(specs)
+    blocks = _blocks(model, layout, flows, conv_norm, fold_batchnorm)
     return WeightGraph.from_blocks(specs, blocks, params)
 
 
-# --------------------------------------------------------------------------------------------------
-# MLPs
-
-
-def _dense_blocks(model: nn.Module, specs: list[LayerSpec]) -> list[Block]:
-    """|W|^T between consecutive layers of units (biases ignored)."""
-    blocks = []
-    for prev, spec in zip(specs, specs[1:], strict=False):
-        module = model.get_submodule(spec.weight) if spec.weight else None
-        if not isinstance(module, nn.Linear):
-            raise UnsupportedModelError(f"layer {spec.name!r} of {type(model).__name__} is not fed by an nn.Linear "
-                                        f"(got {type(module).__name__})")
-        w = module.weight.detach().to("cpu", torch.float64).numpy()
-        if w.shape != (spec.width, prev.width):
-            raise UnsupportedModelError(f"weight of {spec.weight!r} has shape {tuple(w.shape)}, expected "
-                                        f"({spec.width}, {prev.width})")
-        blocks.append(Block(prev.name, spec.name, np.abs(w).T.copy()))
-    return blocks
+def _declared_flows(specs: list[LayerSpec]) -> list[Flow]:
+    """A declared layout is a chain: each layer feeds the next (through its after-activation BN)."""
+    return [Flow(prev.name, spec.name, 0, ((prev.batchnorm, 0),) if prev.batchnorm else ())
+            for prev, spec in zip(specs, specs[1:], strict=False)]
 
 
 # --------------------------------------------------------------------------------------------------
-# Conv nets: kernel norms, batch norm, dataflow
+# Edge weights: |W| (dense), kernel norms (conv), norm scales
 
 
 def kernel_norms(weight: torch.Tensor | np.ndarray, conv_norm: ConvNorm = "entrywise") -> np.ndarray:
@@ -229,8 +218,24 @@ def kernel_norms(weight: torch.Tensor | np.ndarray, conv_norm: ConvNorm = "entry
     return out.T.copy()
 
 
-def batchnorm_scale(bn: nn.modules.batchnorm._BatchNorm) -> np.ndarray:
-    """The per-channel factor ``gamma / sqrt(running_var + eps)`` of an (eval-mode) batch norm."""
+def conv_kernel_norms(conv: nn.Conv2d, conv_norm: ConvNorm = "entrywise") -> np.ndarray:
+    """``(in_channels, out_channels)`` kernel norms; a grouped conv has edges only within its groups."""
+    if conv.groups == 1:
+        return kernel_norms(conv.weight, conv_norm)
+    per_group = kernel_norms(conv.weight, conv_norm)  # (in / groups, out)
+    g, cin, cout = conv.groups, conv.in_channels // conv.groups, conv.out_channels // conv.groups
+    full = np.zeros((conv.in_channels, conv.out_channels))
+    for k in range(g):
+        full[k * cin:(k + 1) * cin, k * cout:(k + 1) * cout] = per_group[:, k * cout:(k + 1) * cout]
+    return full
+
+
+def batchnorm_scale(bn: nn.Module) -> np.ndarray:
+    """The per-channel factor of a norm: ``gamma / sqrt(running_var + eps)`` for an (eval-mode) batch
+    norm; ``gamma`` for layer / group norm (their per-example scaling is not a fixed weight)."""
+    if isinstance(bn, (nn.LayerNorm, nn.GroupNorm)):
+        n = bn.normalized_shape[0] if isinstance(bn, nn.LayerNorm) else bn.num_channels
+        return bn.weight.detach().to("cpu", torch.float64).numpy().ravel() if bn.weight is not None else np.ones(n)
     if bn.running_var is None:
         raise UnsupportedModelError("batch norm without running statistics cannot be folded; "
                                     "use fold_batchnorm=False")
@@ -239,144 +244,51 @@ def batchnorm_scale(bn: nn.modules.batchnorm._BatchNorm) -> np.ndarray:
     return gamma / np.sqrt(var + bn.eps)
 
 
-# Modules and functions that act on each channel separately (or only reshape), so a channel keeps its
-# identity through them.
-_PASS_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-    nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten,
-)
-_PASS_FUNCTIONS = {
-    operator.add, operator.iadd, torch.add, torch.relu, torch.flatten, nn.functional.relu,
-    nn.functional.max_pool2d, nn.functional.avg_pool2d, nn.functional.adaptive_avg_pool2d,
-    nn.functional.dropout,
-}
-_PASS_METHODS = {"relu", "relu_", "flatten", "view", "reshape", "add", "add_", "contiguous"}
-_DEAD_METHODS = {"size", "dim"}  # shape queries: no channel flows on
+def _incoming(module: nn.Module, conv_norm: ConvNorm) -> np.ndarray:
+    """``(inputs, outputs)`` magnitudes of a weight layer (biases ignored)."""
+    if isinstance(module, nn.Conv2d):
+        return conv_kernel_norms(module, conv_norm)
+    w = module.weight.detach().to("cpu", torch.float64).numpy()
+    return np.abs(w).T.copy()
 
 
-@dataclass(frozen=True)
-class ConvEdge:
-    """``producer``'s output channels feed ``consumer``; ``scale`` multiplies producer channels on the way."""
-
-    producer: str
-    consumer: str
-    scale: np.ndarray | None  # per producer channel, from batch norms on the path; None = ones
-
-
-@dataclass(frozen=True)
-class ConvTrace:
-    """The conv dataflow of a model traced with ``torch.fx``."""
-
-    convs: list[str]  # conv module names in execution order
-    edges: list[ConvEdge]
-    own_bn: dict[str, str]  # conv name -> the BatchNorm2d that reads its output directly
-    activation: dict[str, str]  # conv name -> the ReLU module (used once) that gives its post-activation
-
-
-def trace_convs(model: nn.Module, fold_batchnorm: bool = True) -> ConvTrace:
-    """Trace a conv net's dataflow: which conv's channels reach which conv, through what.
-
-    Unsupported modules or functions between two convs raise :class:`UnsupportedModelError` naming them.
-    """
-    try:
-        gm = fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types for untraceable control flow
-        raise UnsupportedModelError(f"cannot trace {type(model).__name__} with torch.fx: "
-                                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
-    modules = dict(gm.named_modules())
-    module_uses: dict[str, int] = {}
-    convs: list[str] = []
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            module_uses[node.target] = module_uses.get(node.target, 0) + 1
-            mod = modules[node.target]
-            if isinstance(mod, nn.Conv2d):
-                if mod.groups != 1:
-                    raise UnsupportedModelError(f"grouped/depthwise convolution {node.target!r} "
-                                                f"(groups={mod.groups}) is not supported")
-                convs.append(node.target)
-            elif isinstance(mod, nn.Conv1d | nn.Conv3d | nn.ConvTranspose2d):
-                raise UnsupportedModelError(f"unsupported layer type {type(mod).__name__} ({node.target!r})")
-
-    def is_module(node: fx.Node, cls: type | tuple[type, ...]) -> bool:
-        return node.op == "call_module" and isinstance(modules[node.target], cls)
-
-    own_bn: dict[str, str] = {}
-    activation: dict[str, str] = {}
-    conv_nodes = [n for n in gm.graph.nodes if is_module(n, nn.Conv2d)]
-    for node in conv_nodes:
-        users = list(node.users)
-        last = node
-        if len(users) == 1 and is_module(users[0], nn.BatchNorm2d):
-            own_bn[node.target] = users[0].target
-            last = users[0]
-        nxt = list(last.users)
-        if len(nxt) == 1 and is_module(nxt[0], nn.ReLU) and module_uses[nxt[0].target] == 1:
-            activation[node.target] = nxt[0].target
-
-    edges: dict[tuple[str, str], np.ndarray | None] = {}
-    order: list[tuple[str, str]] = []
-    for node in conv_nodes:
-        producer = node.target
-        width = modules[producer].out_channels
-        stack: list[tuple[fx.Node, np.ndarray | None]] = [(u, None) for u in node.users]
-        while stack:
-            cur, scale = stack.pop()
-            if cur.op == "output":
-                continue
-            if cur.op == "call_module":
-                mod = modules[cur.target]
-                if isinstance(mod, nn.Conv2d):
-                    key = (producer, cur.target)
-                    if key not in edges:
-                        order.append(key)
-                        edges[key] = scale
-                    else:  # several paths: their contributions add up
-                        prev = edges[key]
-                        edges[key] = (np.ones(width) if prev is None else prev) + \
-                            (np.ones(width) if scale is None else scale)
-                    continue
-                if isinstance(mod, nn.Linear):
-                    continue  # dense layers are not vertices (METHODS.md 2.2)
-                if isinstance(mod, nn.BatchNorm2d):
-                    if fold_batchnorm and own_bn.get(producer) != cur.target:
-                        s = batchnorm_scale(mod)
-                        scale = s if scale is None else scale * s
-                elif not isinstance(mod, _PASS_MODULES):
-                    raise UnsupportedModelError(f"unsupported layer type {type(mod).__name__} ({cur.target!r}) "
-                                                f"after conv {producer!r}")
-            elif cur.op == "call_function":
-                if cur.target not in _PASS_FUNCTIONS:
-                    name = getattr(cur.target, "__name__", str(cur.target))
-                    raise UnsupportedModelError(f"unsupported operation {name!r} after conv {producer!r} "
-                                                "(only channel-wise operations and residual additions are supported)")
-            elif cur.op == "call_method":
-                if cur.target in _DEAD_METHODS:
-                    continue
-                if cur.target not in _PASS_METHODS:
-                    raise UnsupportedModelError(f"unsupported tensor method {cur.target!r} after conv {producer!r}")
-            stack.extend((u, scale) for u in cur.users)
-    return ConvTrace(convs, [ConvEdge(p, c, edges[(p, c)]) for p, c in order], own_bn, activation)
-
-
-def _conv_blocks(model: nn.Module, specs: list[LayerSpec], conv_norm: ConvNorm, fold_batchnorm: bool) -> list[Block]:
-    trace = trace_convs(model, fold_batchnorm=fold_batchnorm)
-    layer_of = {s.weight: s for s in specs}
-    for name in trace.convs:
-        if name not in layer_of:
-            raise UnsupportedModelError(f"conv {name!r} of {type(model).__name__} is not in its layer layout")
+def _blocks(model: nn.Module, layout: Layout, flows: list[Flow], conv_norm: ConvNorm, fold: bool) -> list[Block]:
+    """One block per (producer, consumer), paths summed; BN folded as the module docstring says."""
+    width = {s.name: s.width for s in layout.specs}
+    weight_of = {s.name: s.weight for s in layout.specs}
+    # (src, dst) -> {offset: summed path scale (None = ones, single path without norms)}
+    paths: dict[tuple[str, str], dict[int, np.ndarray | None]] = {}
+    for f in flows:
+        scale: np.ndarray | None = None
+        if fold:
+            for name, off in f.norms:
+                s = batchnorm_scale(model.get_submodule(name))[off:off + width[f.src]]
+                scale = s if scale is None else scale * s
+        per = paths.setdefault((f.src, f.dst), {})
+        if f.offset not in per:
+            per[f.offset] = scale
+        else:  # several paths: their contributions add up
+            prev = per[f.offset]
+            per[f.offset] = (np.ones(width[f.src]) if prev is None else prev) + \
+                (np.ones(width[f.src]) if scale is None else scale)
     blocks = []
-    for edge in trace.edges:
-        consumer = model.get_submodule(edge.consumer)
-        w = kernel_norms(consumer.weight, conv_norm)  # (in, out)
-        if fold_batchnorm and edge.consumer in trace.own_bn:
-            w = w * batchnorm_scale(model.get_submodule(trace.own_bn[edge.consumer]))[None, :]
-        if edge.scale is not None:
-            w = w * edge.scale[:, None]
-        src, dst = layer_of[edge.producer], layer_of[edge.consumer]
-        if w.shape != (src.width, dst.width):
-            raise UnsupportedModelError(f"conv {edge.consumer!r} reads {w.shape[0]} channels but {edge.producer!r} "
-                                        f"gives {src.width}")
-        blocks.append(Block(src.name, dst.name, np.abs(w)))
+    for (src, dst), per in paths.items():
+        consumer = model.get_submodule(weight_of[dst])
+        full = _incoming(consumer, conv_norm)  # (in, out)
+        own = layout.own_norm.get(dst)
+        if fold and own is not None:
+            full = full * batchnorm_scale(model.get_submodule(own))[None, :]
+        total = None
+        for off, scale in per.items():
+            if off + width[src] > full.shape[0]:
+                raise UnsupportedModelError(f"{weight_of[dst]!r} reads {full.shape[0]} channels but {src!r} gives "
+                                            f"{width[src]} at offset {off}")
+            w = full[off:off + width[src]] if (off, width[src]) != (0, full.shape[0]) else full
+            if scale is not None:
+                w = w * scale[:, None]
+            w = np.abs(w)
+            total = w if total is None else total + w
+        if total.shape != (width[src], width[dst]):
+            raise UnsupportedModelError(f"weight of {weight_of[dst]!r} has {total.shape[1]} outputs, expected {width[dst]}")
+        blocks.append(Block(src, dst, total))
     return blocks

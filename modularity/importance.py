@@ -43,6 +43,7 @@ from . import validate
 from .errors import ModularityError
 from .layers import layer_specs
 from .lesion import DEFAULT_MAX_MEMORY, check_data, class_sizes, lesion_counts, unlesioned_counts
+from .results import ImportanceResult
 from .utils import atomic_path, write_json_atomic
 
 COMPLETE_MODES = ("skip", "error", "include")
@@ -65,11 +66,9 @@ def _default_n_random() -> int:
 
 
 def _test_split(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return data[0], data[1]
-    if hasattr(data, "x_test") and hasattr(data, "y_test"):
-        return data.x_test, data.y_test
-    raise ModularityError("data must be (x_test, y_test) tensors or a modularity.data.Dataset")
+    from .inputs import as_xy
+
+    return as_xy(data)
 
 
 def _check_subclusters(model: nn.Module, subs: Sequence[Any]) -> None:
@@ -100,14 +99,15 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
                ties: str = "strict", alpha: float = 0.05, exclude_isolated: Any = True,
                complete: str = "skip", max_memory: int = DEFAULT_MAX_MEMORY,
                progress: bool = False, require_above_chance: bool = True, arithmetic: str = "exact",
-               undefined_ranges: str = "as_ties") -> tuple[pd.DataFrame, dict[str, Any]]:
+               undefined_ranges: str = "as_ties") -> ImportanceResult:
     """Lesion tests of every sub-cluster against random same-size sets of its layer.
 
     Args:
         model: the trained network (not modified).
         subclusters: :class:`modularity.subclusters.SubCluster` objects (or anything with ``layer``,
             ``cluster``, ``units``, ``layer_width`` and ``isolated``).
-        data: ``(x_test, y_test)`` tensors or a :class:`modularity.data.Dataset` (its test split).
+        data: ``(x_test, y_test)`` tensors or arrays, a :class:`modularity.data.Dataset` (its test split), a
+            ``TensorDataset``, a map-style ``Dataset`` or a ``DataLoader`` (:mod:`modularity.inputs`).
         n_random: random draws per sub-cluster (default ``stats.DEFAULT_N_RANDOM`` = 1000).
         seed: seed of the random draws (``random_sets(..., seed)``) and of the bootstrap intervals.
         correction: a ``statsmodels`` ``multipletests`` method (``holm``, ``fdr_bh``, ...).
@@ -123,7 +123,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
             the reference; how an undefined lesion range enters the range tests).
 
     Returns:
-        ``(table, summary)``. ``table`` has one row per sub-cluster with the columns :data:`COLUMNS`
+        An :class:`~modularity.results.ImportanceResult` (unpacks as ``table, summary``). ``table`` has
+        one row per sub-cluster with the columns :data:`COLUMNS`
         (accuracies as fractions; ``acc_drop`` = unlesioned - lesioned overall accuracy; p-values raw
         and corrected; ``tested`` False for skipped whole-layer sub-clusters). ``summary`` holds the
         network-level statistics of :func:`modularity.stats.lesion_summary` (``chi2_p_means``,
@@ -194,6 +195,11 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
             lesions.write(f"  {layer}: {len(sets)} lesions in {time.perf_counter() - t_layer:.1f} s")
     lesions.close()
 
+    # Classes without a test image (a subset of the model's outputs) have no accuracy: they are left out
+    # of every class-balanced statistic, which then averages over the classes present.
+    present = np.flatnonzero(sizes > 0)
+    if present.size < n_classes:
+        unl, true, rand, sizes = unl[present], true[:, present], rand[:, :, present], sizes[present]
     keep = np.flatnonzero(tested)
     summ = stats.lesion_summary(unl, true[keep], rand[:, keep], sizes, ties=ties, correction=correction,
                                 alpha=alpha, seed=seed, arithmetic=arithmetic,  # type: ignore[arg-type]
@@ -208,7 +214,9 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         n_important=int((table["category"] == "important").sum()), seconds=round(time.perf_counter() - t0, 2),
         counts={"unlesioned": unl, "true": true, "random": rand, "class_sizes": sizes},
     )
-    return table, summary
+    if present.size < n_classes:  # recorded only then, so default summaries keep their fields
+        summary.update(n_classes_present=int(present.size), classes_present=present.tolist())
+    return ImportanceResult.from_summary(table, summary)
 
 
 def _table(subs: list[Any], summ: dict[str, Any], keep: np.ndarray, unl: np.ndarray, true: np.ndarray,
@@ -344,14 +352,17 @@ def _save(fig: Any, path: str | Path) -> None:
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``importance CHECKPOINT --k 12 [--n-random N] [--seed S] [--out DIR] ...``."""
+    """Register ``importance CHECKPOINT --k 12 [--n-random N] [--seed S] [--out DIR] ...`` (or ``--model``)."""
+    from .user_model import add_model_options
+
     p = subparsers.add_parser(
         "importance", help="lesion tests of a checkpoint's sub-clusters (importance, output coherence)",
         description="Partition a checkpoint (spectral clustering, k clusters), lesion every sub-cluster and "
         "random same-size sets of its layer on the test split, and test. Writes "
         "<stem>-k<K>-seed<S>-importance.csv, -importance.json, -lesion-counts.npz, -importance.png and "
         "-per-class.png.")
-    p.add_argument("checkpoint", type=Path, help="checkpoint .pt written by `train` (with its .json)")
+    p.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint .pt written by `train` (with its .json)")
+    add_model_options(p)
     p.add_argument("--k", type=int, default=12, help="number of clusters (default 12)")
     p.add_argument("--n-random", type=int, default=None, help="random draws per sub-cluster (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the clustering and the random draws (default 0)")
@@ -386,29 +397,39 @@ def output_paths(checkpoint: Path, k: int, seed: int, out: Path | None = None) -
 def _importance_command(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .graph import graph_of
-    from .models import load_checkpoint, tag_spec
+    from .models import tag_spec
     from .partition import partition
     from .subclusters import subclusters
+    from .user_model import load_npz, resolve_model
     from .utils import sha256_file
 
     validate.importance_command(args)
-    model, meta = load_checkpoint(args.checkpoint)
-    spec = tag_spec(meta["tag"])
-    if spec.family == "imagenet":
-        raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
-    data = load_dataset(spec.dataset, args.data_root)
-    validate.network_above_chance(model, *_test_split(data), where=f"checkpoint {args.checkpoint}")
+    model, meta, source = resolve_model(args)
+    if meta.get("tag") is None:
+        if args.data is None:
+            raise ModularityError("--model needs --data FILE.npz (arrays x and y)")
+        data: Any = load_npz(args.data)
+        dataset = str(args.data)
+    else:
+        spec = tag_spec(meta["tag"])
+        if spec.family == "imagenet":
+            raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
+        data = load_dataset(spec.dataset, args.data_root)
+        dataset = spec.dataset
+    validate.network_above_chance(model, *_test_split(data), where=f"{source}")
     graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)
     part = partition(graph, k=args.k, seed=args.seed)
     subs = subclusters(part)
     table, summary = importance(model, subs, data, n_random=args.n_random, seed=args.seed,
                                 correction=args.correction, before_batchnorm=args.before_batchnorm,
                                 ties=args.ties, complete=args.complete, progress=True)
-    paths = output_paths(args.checkpoint, args.k, args.seed, args.out)
+    paths = output_paths(source, args.k, args.seed, args.out)
     counts = summary.pop("counts")
-    summary.update(checkpoint=str(args.checkpoint), checkpoint_sha256=sha256_file(args.checkpoint),
+    summary.update(checkpoint=str(source), checkpoint_sha256=sha256_file(source) if source.is_file() else None,
                    tag=meta["tag"], train_seed=meta.get("seed"), pruned=meta.get("pruned"), k=args.k,
-                   ncut=part.ncut, dataset=spec.dataset, **graph.params)
+                   ncut=part.ncut, dataset=dataset, **graph.params)
+    if meta.get("model"):
+        summary["model"] = meta["model"]
     with atomic_path(paths["csv"]) as tmp:
         table.to_csv(tmp, index=False, lineterminator="\n")
     write_json_atomic(paths["json"], summary)
@@ -416,11 +437,11 @@ def _importance_command(args: argparse.Namespace) -> int:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **counts)
     if not args.no_plots:
-        title = f"{meta['tag']} {'pruned' if meta.get('pruned') else 'unpruned'} k={args.k}"
+        title = f"{meta['tag'] or meta.get('model')} {'pruned' if meta.get('pruned') else 'unpruned'} k={args.k}"
         plot_drop_vs_proportion(table, paths["plot"], title)
         plot_per_class(table, counts, paths["per_class"], title)
     n_imp = int((table["category"] == "important").sum())
-    print(f"{meta['tag']} k={args.k}: {summary['n_subclusters']} sub-clusters tested "
+    print(f"{meta['tag'] or meta.get('model')} k={args.k}: {summary['n_subclusters']} sub-clusters tested "
           f"({summary['n_complete']} whole-layer skipped), n_random={table['n_random'].iloc[0]}; "
           f"Fisher p (means) {summary['combined_p_means']:.3g}, chi2 p {summary['chi2_p_means']:.3g}, "
           f"effect {summary['effect_means']:.3f}; {n_imp} important after {args.correction} -> {paths['csv']}")

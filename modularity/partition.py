@@ -341,7 +341,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("cluster", help="partition a checkpoint's weight graph; optional shuffle null",
                               description="Spectral clustering of a checkpoint's weight graph. Writes "
                               "<stem>-k<K>-seed<S>-labels.csv (layer,index,label) and -summary.json.")
-    p.add_argument("checkpoint", type=Path, help="checkpoint .pt written by `train` (with its .json)")
+    p.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint .pt written by `train` (with its .json)")
+    from .user_model import add_model_options
+
+    add_model_options(p, data=False)  # or your own network: --model MODULE:FACTORY [--weights W.pt]
     p.add_argument("--k", type=int, default=12, help="number of clusters (default 12)")
     p.add_argument("--seed", type=int, default=0, help="clustering seed (default 0)")
     p.add_argument("--shuffles", type=int, default=0, help="layer shuffles for the clusterability null (default 0)")
@@ -365,22 +368,22 @@ def output_paths(checkpoint: Path, k: int, seed: int, out: Path | None = None) -
 
 
 def _cluster_command(args: argparse.Namespace) -> int:
-    from .models import load_checkpoint
+    from .user_model import resolve_model
     from .utils import sha256_file
 
     validate.cluster_command(args)
     t0 = time.perf_counter()
-    model, meta = load_checkpoint(args.checkpoint)
+    model, meta, source = resolve_model(args)  # a tag checkpoint, or --model (then `source` names the outputs)
     graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)
     part = partition(graph, k=args.k, seed=args.seed, n_init=args.n_init, eigen_solver=args.eigen_solver)
     summary: dict[str, Any] = {
-        "checkpoint": str(args.checkpoint), "checkpoint_sha256": sha256_file(args.checkpoint),
+        "checkpoint": str(source), "checkpoint_sha256": sha256_file(source) if source.is_file() else None,
         "tag": meta.get("tag"), "train_seed": meta.get("seed"), "pruned": meta.get("pruned"),
         "k": part.k, "seed": part.seed, "n_init": part.n_init, "eigen_solver": part.eigen_solver,
         "ncut": part.ncut, "n_vertices": graph.n_vertices, "n_isolated": part.n_isolated,
         "cluster_sizes": {str(k): int(v) for k, v in part.cluster_sizes().items()}, **graph.params,
     }
-    line = (f"{meta.get('tag')} {args.checkpoint.stem}: {graph.n_vertices} vertices ({part.n_isolated} isolated), "
+    line = (f"{meta.get('tag') or meta.get('model')} {source.stem}: {graph.n_vertices} vertices ({part.n_isolated} isolated), "
             f"k={part.k}, n-cut {part.ncut:.4f}")
     if args.shuffles:
         cl = clusterability(graph, k=args.k, n_shuffles=args.shuffles, seed=args.seed, n_jobs=args.jobs,
@@ -390,7 +393,7 @@ def _cluster_command(args: argparse.Namespace) -> int:
         line += (f"; null ({cl.n_shuffles} shuffles) mean {cl.mean:.4f} sd {cl.stdev:.4f}, z {cl.z_score:.2f}, "
                  f"percentile {cl.percentile:.4f}")
     summary["elapsed_s"] = round(time.perf_counter() - t0, 3)
-    labels_path, summary_path = output_paths(args.checkpoint, args.k, args.seed, args.out)
+    labels_path, summary_path = output_paths(source, args.k, args.seed, args.out)
     with atomic_path(labels_path) as tmp:
         part.table().to_csv(tmp, index=False)
     write_json_atomic(summary_path, summary)

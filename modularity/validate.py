@@ -407,6 +407,16 @@ def _read_only_fs(path: Any) -> bool:
         return False
 
 
+def _out_folder(args: Any) -> Any:
+    """Where a command writes: ``--out``, else beside the checkpoint (or the ``--weights`` of a user model)."""
+    if getattr(args, "out", None) is not None:
+        return args.out
+    for source in (getattr(args, "checkpoint", None), getattr(args, "weights", None)):
+        if source is not None:
+            return source.parent
+    return None
+
+
 def cluster_command(args: Any) -> None:
     """``cluster``: k, seed, shuffles, jobs, n_init and the output folder."""
     k(args.k)
@@ -414,7 +424,7 @@ def cluster_command(args: Any) -> None:
     integer(args.shuffles, "--shuffles", 0)
     n_jobs(args.jobs, "--jobs")
     n_init(args.n_init, "--n-init")
-    output_dir(args.out if args.out is not None else args.checkpoint.parent)
+    output_dir(_out_folder(args))
 
 
 def importance_command(args: Any) -> None:
@@ -425,7 +435,7 @@ def importance_command(args: Any) -> None:
         integer(args.n_random, "n_random", 1)
     correction(args.correction)
     tie_rule(args.ties)
-    output_dir(args.out if args.out is not None else args.checkpoint.parent)
+    output_dir(_out_folder(args))
 
 
 def coherence_command(args: Any) -> None:
@@ -434,7 +444,7 @@ def coherence_command(args: Any) -> None:
     coherence_options(args.n_random, args.steps, args.seed, args.lr, args.min_size, args.max_prop,
                       args.correction, args.ties)
     integer(args.batch_size, "batch_size", 1)
-    output_dir(args.out if args.out is not None else args.checkpoint.parent)
+    output_dir(_out_folder(args))
 
 
 def train_command(args: Any) -> None:

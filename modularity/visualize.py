@@ -29,6 +29,10 @@ each with its own objective (a per-image unit mask dotted with the per-image uni
 loss is the *sum* of the per-image objectives and Adam is per-parameter, so a batch of images is
 exactly separable: batched equals one-at-a-time up to floating-point summation order.
 
+Layout: the feature-visualisation machinery lives in :mod:`modularity.featurevis` (``param``,
+``transform``, ``objectives``, ``render``, as Lucid's ``optvis``); this module is the paper's measure
+built on it (sub-clusters and their random sets, statistics, the image grid, the CLI).
+
 We do not use ``torch-lucent``: its objectives and parameterisations assume one shared random stream
 and 3-channel images, its ``render_vis`` upsamples and transforms by default, and a per-image seeded,
 per-image objective batch (the point of this module) would need as much code around it as the ~60
@@ -38,483 +42,46 @@ lines of parameterisation below. See docs/coherence.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import validate
 from .errors import ModularityError
-from .layers import LayerSpec, layer_by_name
-from .utils import default_device, rng_for
 
-# Lucid's colour correlation (square root of the ImageNet colour covariance, SVD form), normalised so
-# that its largest column has unit norm (lucid.optvis.param.color._linear_decorelate_color).
-_COLOR_CORRELATION_SVD_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]],
-                                       dtype=np.float32)
-_COLOR_CORRELATION = _COLOR_CORRELATION_SVD_SQRT / np.max(np.linalg.norm(_COLOR_CORRELATION_SVD_SQRT, axis=0))
-
-# --------------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass(frozen=True)
-class Transforms:
-    """Random per-step transforms at a fixed image size (Lucid's jitter / scale / rotate, simplified).
-
-    Lucid's standard transforms pad, crop and rescale, which changes the image size; an MLP needs a
-    fixed size, so here each step applies one random affine map (integer translation in
-    ``[-jitter, jitter]`` pixels, a scale from ``scales``, an angle in degrees from ``angles``) with
-    bilinear resampling, filling uncovered pixels with ``fill``. Parameters are drawn per image from its
-    own seed, so batched and one-at-a-time runs see the same transforms.
-    """
-
-    jitter: int = 1
-    scales: tuple[float, ...] = (0.95, 0.975, 1.0, 1.025, 1.05)
-    angles: tuple[float, ...] = (-5.0, -2.5, 0.0, 2.5, 5.0)
-    fill: float = 0.5
-
-
-@dataclass(frozen=True)
-class VisConfig:
-    """How each image is optimised (defaults = the reference's Lucid call, METHODS.md 6.1)."""
-
-    steps: int = 256
-    lr: float = 0.05
-    fft: bool = True
-    decorrelate: bool = True
-    init_sd: float = 0.01
-    decay_power: float = 1.0
-    relu_gradient_override: bool = True
-    transforms: Transforms | None = None
-
-    def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ModularityError(f"steps must be >= 0, got {self.steps}")
-        if not self.lr > 0:
-            raise ModularityError(f"lr must be > 0, got {self.lr}")
-        if not self.init_sd > 0:
-            raise ModularityError(f"init_sd must be > 0, got {self.init_sd}")
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["transforms"] = None if self.transforms is None else asdict(self.transforms)
-        return d
-
-
-ImageKey = tuple[int | str, ...]
-
-
-@dataclass
-class FeatureVisualisation:
-    """Optimised images and what the network makes of them.
-
-    Attributes:
-        images: float32 array (B, C, H, W) in [0, 1].
-        table: one row per image: ``layer``, ``size`` (units in the set), ``activation`` (the objective
-            reached, sum over the set's units of their mean post-ReLU activation), ``entropy`` (natural-
-            log entropy of the softmax of the logits), ``predicted_class``, ``confidence`` (its softmax
-            probability).
-        config: the :class:`VisConfig` used; ``seed``: the base seed of the per-image streams.
-    """
-
-    images: np.ndarray
-    table: pd.DataFrame
-    config: VisConfig
-    seed: int
-
-
-# --------------------------------------------------------------------------------------------------
-# Image parameterisation
-
-
-def rfft2d_freqs(h: int, w: int) -> np.ndarray:
-    """Frequency magnitudes of a real 2-D FFT's spectrum, shape (h, w//2 + 1 [+1 if w is odd])."""
-    fy = np.fft.fftfreq(h)[:, None]
-    fx = np.fft.fftfreq(w)[: w // 2 + (2 if w % 2 else 1)]
-    return np.sqrt(fx * fx + fy * fy)
-
-
-def inverse_rfft2_matrices(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Real matrices (cy, sy, cx, sx) with ``irfft2(R + iI)`` = ``(cy@R - sy@I) @ cx - (sy@R + cy@I) @ sx``.
-
-    The inverse real 2-D DFT written as two small matrix products: an inverse complex DFT along the rows
-    (cy + i sy, with 1/h), then the inverse real DFT along the columns (cx, sx, with the Hermitian weights
-    1 for the DC and Nyquist bins, 2 otherwise, and 1/W). It equals ``numpy.fft.irfft2`` with Lucid's
-    even width W = w + (w % 2), cropped to w columns. Matrix products are exact per image and avoid the
-    per-call planning overhead of the CPU FFT, which dominated small images (~20 ms per call here).
-    """
-    width = w + (w % 2)
-    ky = np.arange(h)
-    ang_y = 2 * np.pi * np.outer(ky, ky) / h
-    fw = width // 2 + 1
-    kx = np.arange(fw)
-    weights = np.full(fw, 2.0)
-    weights[0] = weights[-1] = 1.0
-    ang_x = 2 * np.pi * np.outer(kx, np.arange(w)) / width
-    cx = weights[:, None] * np.cos(ang_x) / width
-    sx = weights[:, None] * np.sin(ang_x) / width
-    return np.cos(ang_y) / h, np.sin(ang_y) / h, cx, sx
-
-
-class ImageBatch(nn.Module):
-    """A batch of images parameterised as Lucid does, each image initialised from its own seed.
-
-    ``raw`` holds the parameters (Fourier coefficients, or pixels with ``fft=False``); calling the module
-    returns images (B, C, H, W) in [0, 1]. Every image depends only on its own slice of ``raw``.
-    """
-
-    def __init__(self, shape: tuple[int, int, int], seeds: Sequence[np.random.Generator], *, fft: bool = True,
-                 decorrelate: bool = True, sd: float = 0.01, decay_power: float = 1.0) -> None:
-        super().__init__()
-        c, h, w = shape
-        self.shape, self.fft = (c, h, w), fft
-        self.decorrelate = decorrelate and c == 3  # one channel has no colour to decorrelate
-        if fft:
-            freqs = rfft2d_freqs(h, w)
-            per_image = (2, c, *freqs.shape)  # Lucid's (real/imag, channel, fy, fx) layout
-            init = np.stack([g.normal(scale=sd, size=per_image) for g in seeds]).astype(np.float32)
-            self.raw = nn.Parameter(torch.from_numpy(init))  # (B, 2, C, fy, fx)
-            scale = 1.0 / np.maximum(freqs, 1.0 / max(w, h)) ** decay_power * np.sqrt(w * h)
-            self.register_buffer("scale", torch.from_numpy(scale.astype(np.float32)))
-            for name, mat in zip(("cy", "sy", "cx", "sx"), inverse_rfft2_matrices(h, w), strict=True):
-                self.register_buffer(name, torch.from_numpy(mat.astype(np.float32)))
-        else:
-            init = np.stack([g.normal(scale=sd, size=(c, h, w)) for g in seeds]).astype(np.float32)
-            self.raw = nn.Parameter(torch.from_numpy(init))
-        if self.decorrelate:
-            self.register_buffer("color", torch.from_numpy(_COLOR_CORRELATION))
-
-    def forward(self) -> torch.Tensor:
-        if self.fft:
-            re, im = self.raw[:, 0] * self.scale, self.raw[:, 1] * self.scale
-            rows_re = self.cy @ re - self.sy @ im
-            rows_im = self.sy @ re + self.cy @ im
-            t = (rows_re @ self.cx - rows_im @ self.sx) / 4.0
-        else:
-            t = self.raw
-        if self.decorrelate:
-            t = torch.einsum("bchw,dc->bdhw", t, self.color)
-        return torch.sigmoid(t)
-
-
-def _transform(images: torch.Tensor, params: torch.Tensor, fill: float) -> torch.Tensor:
-    """Apply one affine map per image; ``params`` (B, 4) = (dx px, dy px, scale, angle degrees)."""
-    b, _, h, w = images.shape
-    dx, dy, s, a = params.unbind(1)
-    rad = torch.deg2rad(a)
-    cos, sin = torch.cos(rad) / s, torch.sin(rad) / s
-    theta = torch.stack([torch.stack([cos, -sin, -2 * dx / w], 1), torch.stack([sin, cos, -2 * dy / h], 1)], 1)
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + fill
-
-
-def _transform_params(tr: Transforms, steps: int, rng: np.random.Generator) -> np.ndarray:
-    shift = rng.integers(-tr.jitter, tr.jitter + 1, size=(steps, 2))
-    scale = rng.choice(np.asarray(tr.scales, dtype=np.float64), size=steps)
-    angle = rng.choice(np.asarray(tr.angles, dtype=np.float64), size=steps)
-    return np.column_stack([shift, scale, angle]).astype(np.float32)  # (steps, 4)
-
-
-# --------------------------------------------------------------------------------------------------
-# The network side: ReLU gradient override, activation capture
-
-
-class _RedirectedReLUFunction(torch.autograd.Function):
-    """ReLU whose backward is Lucid's ``redirected_relu_grad`` (lucid.misc.redirected_relu_grad).
-
-    The incoming gradient is that of the loss being *minimised* (minus the objective). Per image, if the
-    ordinary ReLU gradient is zero over the whole tensor, pass the gradient through, except where the
-    unit is dead (x < 0) and the gradient would push it lower (grad > 0).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        return x.clamp_min(0)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        dead = x < 0
-        relu_grad = torch.where(dead, torch.zeros_like(grad), grad)
-        redirected = torch.where(dead & (grad > 0), torch.zeros_like(grad), grad)
-        passes = relu_grad.reshape(grad.shape[0], -1).norm(dim=1) > 0
-        return torch.where(passes.view(-1, *([1] * (grad.dim() - 1))), relu_grad, redirected)
-
-
-class RedirectedReLU(nn.Module):
-    """Drop-in replacement for ``nn.ReLU`` with Lucid's gradient override (same forward)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _RedirectedReLUFunction.apply(x)
-
-
-def _working_copy(model: nn.Module, relu_gradient_override: bool, device: torch.device) -> nn.Module:
-    """A frozen eval-mode copy of the model on ``device``; with the override, every nn.ReLU replaced."""
-    net = copy.deepcopy(model).to(device).eval()
-    net.requires_grad_(False)
-    if relu_gradient_override:
-        for module in list(net.modules()):
-            for child_name, child in list(module.named_children()):
-                if isinstance(child, nn.ReLU):
-                    setattr(module, child_name, RedirectedReLU())
-    return net
-
-
-class _StopForward(Exception):
-    pass
-
-
-class _Activations:
-    """Forward the network, capturing the per-unit mean activation of some layers (B, width) each.
-
-    For ``nn.Sequential`` models the forward pass stops after the deepest captured layer when the
-    logits are not needed. A module that runs more than once per forward (shared ReLUs) is read at its
-    last call.
-    """
-
-    def __init__(self, net: nn.Module, specs: Sequence[LayerSpec],
-                 input_transform: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
-        self.net, self.specs, self.input_transform = net, list(specs), input_transform
-        modules = dict(net.named_modules())
-        self.modules = [modules[s.activation] for s in self.specs]  # type: ignore[index]
-        self.can_stop = isinstance(net, nn.Sequential) and len(set(map(id, self.modules))) == len(self.modules)
-
-    def __call__(self, images: torch.Tensor, need_logits: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-        captured: dict[int, torch.Tensor] = {}
-        stop = self.can_stop and not need_logits
-
-        def hook_for(i: int) -> Callable[..., None]:
-            def hook(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-                captured[i] = out.mean(dim=tuple(range(2, out.dim()))) if out.dim() > 2 else out
-                if stop and len(captured) == len(self.modules):
-                    raise _StopForward
-
-            return hook
-
-        handles = [m.register_forward_hook(hook_for(i)) for i, m in enumerate(self.modules)]
-        logits = None
-        try:
-            x = self.input_transform(images) if self.input_transform is not None else images
-            logits = self.net(x)
-        except _StopForward:
-            pass
-        finally:
-            for h in handles:
-                h.remove()
-        return [captured[i] for i in range(len(self.modules))], logits
-
-
-# --------------------------------------------------------------------------------------------------
-# Validation
-
-
-def image_shape_of(model: nn.Module) -> tuple[int, int, int]:
-    """The (C, H, W) input image a model takes; raises if it cannot be told from the model.
-
-    Small CNN: its ``in_channels`` x ``image_size``; CIFAR VGG: C x 32 x 32; torchvision models:
-    3 x 224 x 224; MLP: a square 1-channel image if ``in_features`` is a square (784 -> 1x28x28),
-    else a square 3-channel one (the reference's LUCID MLPs), else it is not image-shaped.
-    """
-    from .models import MLP, CifarVGG, SmallCNN
-
-    if isinstance(model, SmallCNN):
-        return (model.in_channels, model.image_size, model.image_size)
-    if isinstance(model, CifarVGG):
-        return (model.in_channels, 32, 32)
-    if isinstance(model, MLP):
-        n = model.in_features
-        for c in (1, 3):
-            side = math.isqrt(n // c)
-            if n % c == 0 and side * side * c == n:
-                return (c, side, side)
-        raise ModularityError(f"MLP with {n} inputs is not image-shaped (not C*S*S for C in 1, 3); "
-                              "pass image_shape=(C, H, W)")
-    if type(model).__module__.startswith("torchvision.models"):
-        return (3, 224, 224)
-    raise ModularityError(f"cannot tell the input image shape of {type(model).__name__}; pass image_shape=(C, H, W)")
-
-
-def _check_image_shape(model: nn.Module, shape: Sequence[int] | None) -> tuple[int, int, int]:
-    from .models import MLP
-
-    if shape is None:
-        return image_shape_of(model)
-    if len(shape) != 3 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape):
-        raise ModularityError(f"image_shape must be three positive integers (C, H, W), got {tuple(shape)}")
-    c, h, w = (int(s) for s in shape)
-    if isinstance(model, MLP) and c * h * w != model.in_features:
-        raise ModularityError(f"image_shape {(c, h, w)} has {c * h * w} pixels but the MLP takes {model.in_features}")
-    return (c, h, w)
-
-
-def _check_unit_set(spec: LayerSpec, units: Any) -> np.ndarray:
-    arr = np.asarray(units)
-    if arr.ndim != 1:
-        raise ModularityError(f"a unit set must be one-dimensional, got shape {arr.shape} in layer {spec.name}")
-    if arr.size == 0:
-        raise ModularityError(f"empty unit set in layer {spec.name}: a set needs at least one unit")
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ModularityError(f"unit indices must be integers, got {arr.dtype} in layer {spec.name}")
-    if arr.min() < 0 or arr.max() >= spec.width:
-        raise ModularityError(f"unit index out of range for layer {spec.name} of width {spec.width}: "
-                              f"{int(arr.min())}..{int(arr.max())}")
-    if np.unique(arr).size != arr.size:
-        raise ModularityError(f"repeated unit indices in a set of layer {spec.name}")
-    return arr.astype(np.int64)
-
-
-def _visualisable_layer(model: nn.Module, name: str) -> LayerSpec:
-    spec = layer_by_name(model, name)
-    if spec.activation is None:
-        raise ModularityError(f"layer {name!r} has no activation to maximise (kind {spec.kind}); "
-                              "choose a hidden or conv layer")
-    return spec
-
-
-# --------------------------------------------------------------------------------------------------
-# Optimisation
-
-
-def visualize_sets(model: nn.Module, targets: Sequence[tuple[str, Any]], keys: Sequence[ImageKey], seed: int = 0,
-                   config: VisConfig | None = None, *, image_shape: Sequence[int] | None = None,
-                   batch_size: int | None = 256, device: str | torch.device | None = None,
-                   input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> FeatureVisualisation:
-    """Optimise one image per target ``(layer name, unit indices)``, in batches, each with its own objective.
-
-    ``keys[i]`` names image i's random stream: its initialisation (and transforms) come from
-    ``rng_for(seed, "feature-vis", *keys[i])``, so an image is the same whichever batch it is in.
-    ``batch_size`` bounds the images optimised at once (``None``: all); it changes speed and memory, not
-    results. ``input_transform`` maps [0, 1] images to what the network expects (e.g. ImageNet
-    normalisation); the default feeds them as they are, like the datasets here.
-    """
-    config = config or VisConfig()
-    if len(targets) != len(keys):
-        raise ModularityError(f"{len(targets)} targets but {len(keys)} image keys")
-    if len(targets) == 0:
-        raise ModularityError("nothing to visualise: no targets")
-    if batch_size is not None and batch_size < 1:
-        raise ModularityError(f"batch_size must be >= 1, got {batch_size}")
-    shape = _check_image_shape(model, image_shape)
-    specs_by_name: dict[str, LayerSpec] = {}
-    checked: list[tuple[str, np.ndarray]] = []
-    for layer, units in targets:
-        if layer not in specs_by_name:
-            specs_by_name[layer] = _visualisable_layer(model, layer)
-        checked.append((layer, _check_unit_set(specs_by_name[layer], units)))
-    device = torch.device(device) if device is not None else default_device()
-    net = _working_copy(model, config.relu_gradient_override, device)
-    _check_forward(net, shape, device, input_transform)
-
-    n = len(checked)
-    chunk = n if batch_size is None else batch_size
-    images, rows = [], []
-    from .progress import bar
-
-    steps = bar(desc=f"feature visualisation ({n} images)", total=config.steps * math.ceil(n / chunk), unit="step")
-    for start in range(0, n, chunk):
-        idx = list(range(start, min(n, start + chunk)))
-        imgs, acts, logits = _optimise_chunk(net, [checked[i] for i in idx], [keys[i] for i in idx], seed,
-                                             config, shape, device, specs_by_name, input_transform, steps.update)
-        images.append(imgs)
-        rows.append(_image_rows([checked[i] for i in idx], acts, logits))
-    steps.close()
-    table = pd.concat(rows, ignore_index=True)
-    return FeatureVisualisation(np.concatenate(images), table, config, seed)
-
-
-def _check_forward(net: nn.Module, shape: tuple[int, int, int], device: torch.device,
-                   input_transform: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
-    x = torch.zeros(1, *shape, device=device)
-    try:
-        with torch.no_grad():
-            out = net(input_transform(x) if input_transform is not None else x)
-    except RuntimeError as exc:
-        first = " ".join(str(exc).split())[:200]
-        raise ModularityError(f"{type(net).__name__} does not take images of shape {shape}: {first}") from None
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        raise ModularityError(f"{type(net).__name__} must return logits of shape (batch, classes)")
-
-
-def _optimise_chunk(net: nn.Module, targets: list[tuple[str, np.ndarray]], keys: list[ImageKey], seed: int,
-                    config: VisConfig, shape: tuple[int, int, int], device: torch.device,
-                    specs_by_name: dict[str, LayerSpec],
-                    input_transform: Callable[[torch.Tensor], torch.Tensor] | None,
-                    on_step: Callable[[], Any] | None = None,
-                    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
-    """Optimise one batch of images; returns (images, activations reached, logits). ``on_step``: progress."""
-    b = len(targets)
-    layers = list(dict.fromkeys(layer for layer, _ in targets))  # in order of first appearance
-    specs = [specs_by_name[name] for name in layers]
-    masks = torch.zeros(len(layers), b, max(s.width for s in specs))
-    for i, (layer, units) in enumerate(targets):
-        masks[layers.index(layer), i, torch.from_numpy(units)] = 1.0
-    masks = masks.to(device)
-    capture = _Activations(net, specs, input_transform)
-
-    def objective(acts: list[torch.Tensor]) -> torch.Tensor:  # (B,): each image's own objective
-        return sum((a * masks[j, :, : a.shape[1]]).sum(1) for j, a in enumerate(acts))  # type: ignore[return-value]
-
-    gens = [rng_for(seed, "feature-vis", *k) for k in keys]
-    param = ImageBatch(shape, gens, fft=config.fft, decorrelate=config.decorrelate, sd=config.init_sd,
-                       decay_power=config.decay_power).to(device)
-    tparams = None
-    if config.transforms is not None:
-        tgens = [rng_for(seed, "feature-vis-transforms", *k) for k in keys]
-        tparams = torch.from_numpy(np.stack([_transform_params(config.transforms, config.steps, g) for g in tgens],
-                                            axis=1)).to(device)  # (steps, B, 4)
-    opt = torch.optim.Adam(param.parameters(), lr=config.lr)
-    for step in range(config.steps):
-        opt.zero_grad(set_to_none=True)
-        img = param()
-        if tparams is not None:
-            img = _transform(img, tparams[step], config.transforms.fill)  # type: ignore[union-attr]
-        acts, _ = capture(img, need_logits=False)
-        (-objective(acts).sum()).backward()  # summed, not averaged: images stay independent
-        opt.step()
-        if on_step is not None:
-            on_step()
-    with torch.no_grad():
-        img = param()
-        acts, logits = capture(img, need_logits=True)
-        reached = objective(acts)
-    assert logits is not None
-    return img.cpu().numpy(), reached.cpu().numpy().astype(np.float64), logits.cpu()
-
-
-def entropy_of_logits(logits: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Natural-log entropy of softmax(logits) per row (scipy.stats.entropy), computed in float64.
-
-    Computing the softmax in float64 keeps small entropies accurate: the reference's float32 softmax
-    underflowed confident predictions to entropies of ~1e-30 (METHODS.md 9.13).
-    """
-    from scipy.stats import entropy
-
-    probs = torch.softmax(torch.as_tensor(np.asarray(logits), dtype=torch.float64), dim=-1).numpy()
-    return entropy(probs, axis=-1)
-
-
-def _image_rows(targets: list[tuple[str, np.ndarray]], reached: np.ndarray, logits: torch.Tensor) -> pd.DataFrame:
-    probs = torch.softmax(logits.double(), dim=-1)
-    conf, pred = probs.max(dim=-1)
-    return pd.DataFrame({
-        "layer": [layer for layer, _ in targets],
-        "size": [units.size for _, units in targets],
-        "activation": reached,
-        "entropy": entropy_of_logits(logits),
-        "predicted_class": pred.numpy().astype(np.int64),
-        "confidence": conf.numpy(),
-    })
+# The feature-visualisation machinery (re-exported: this module was its home before the split).
+from .featurevis.objectives import (  # noqa: F401
+    RedirectedReLU,
+    UnitSetObjective,
+    _Activations,
+    _override_functional_relus,
+    _RedirectedReLUFunction,
+    _replace_relus,
+    _working_copy,
+)
+from .featurevis.param import _COLOR_CORRELATION, ImageBatch, inverse_rfft2_matrices, rfft2d_freqs  # noqa: F401
+from .featurevis.render import (  # noqa: F401
+    FeatureVisualisation,
+    ImageKey,
+    VisConfig,
+    _check_image_shape,
+    _check_unit_set,
+    _visualisable_layer,
+    entropy_of_logits,
+    image_shape_of,
+    visualize_sets,
+)
+from .featurevis.transform import Transforms, _transform, _transform_params  # noqa: F401
+
+if TYPE_CHECKING:
+    from .results import InputCoherenceResult
 
 
 # --------------------------------------------------------------------------------------------------
@@ -691,8 +258,9 @@ def input_coherence(model: nn.Module, subclusters: Sequence[Any], n_random: int 
                     image_shape: Sequence[int] | None = None, batch_size: int | None = 256,
                     device: str | torch.device | None = None,
                     input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Input coherence of a network's sub-clusters: (per-sub-cluster table, network summary).
+                    ) -> InputCoherenceResult:
+    """Input coherence of a network's sub-clusters (an :class:`~modularity.results.InputCoherenceResult`,
+    which unpacks as ``(per-sub-cluster table, network summary)``).
 
     Optimises an image for each sub-cluster passing ``min_size <= size < max_prop * width`` and for
     ``n_random`` random same-size sets of its layer (all in batches), then tests the activation reached
@@ -700,14 +268,16 @@ def input_coherence(model: nn.Module, subclusters: Sequence[Any], n_random: int 
     :func:`visualize_subclusters` and :func:`coherence_statistics`; the images are available from
     :func:`visualize_subclusters` directly.
     """
-    validate.coherence_options(n_random, steps, seed, lr, min_size, max_prop, correction, ties)
+    validate.coherence_options(n_random, steps, seed, lr, min_size, max_prop, correction, ties)  # before any image
     config = VisConfig(steps=steps, lr=lr, fft=fft, decorrelate=decorrelate,
                        relu_gradient_override=relu_gradient_override, transforms=transforms)
     vis = visualize_subclusters(model, subclusters, n_random, seed, config, min_size=min_size, max_prop=max_prop,
                                 random_units=random_units, include_isolated=include_isolated,
                                 image_shape=image_shape, batch_size=batch_size, device=device,
                                 input_transform=input_transform)
-    return coherence_statistics(vis, correction=correction, ties=ties)
+    from .results import InputCoherenceResult
+
+    return InputCoherenceResult.from_summary(*coherence_statistics(vis, correction=correction, ties=ties), vis)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -781,7 +351,12 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
                        description="Partition a checkpoint's network, optimise an image for every sub-cluster and "
                                    "its random sets, and write the per-sub-cluster CSV, the per-image CSV, a JSON "
                                    "summary and a PNG grid.")
-    p.add_argument("checkpoint", type=Path, help="checkpoint .pt written by `modularity train`")
+    p.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint .pt written by `modularity train`")
+    from .user_model import add_model_options
+
+    add_model_options(p, data=False)
+    p.add_argument("--image-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
+                   help="input image shape for --model (default: told from the model)")
     p.add_argument("--k", type=int, default=12, help="number of spectral clusters (default 12)")
     p.add_argument("--seed", type=int, default=0, help="seed of the partition, the random sets and the images")
     p.add_argument("--n-random", type=int, default=9, help="random sets per sub-cluster (default 9)")
@@ -804,24 +379,25 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 def _cli(args: argparse.Namespace) -> int:
     from .graph import graph_of
-    from .models import load_checkpoint
     from .naming import cli_output
     from .partition import partition
     from .subclusters import subclusters
+    from .user_model import resolve_model
     from .utils import atomic_path, write_json_atomic, write_text_atomic
 
     validate.coherence_command(args)
-    model, meta = load_checkpoint(args.checkpoint)
-    out = args.out or cli_output(args.checkpoint, "coherence", args.k, args.seed)
+    model, meta, source = resolve_model(args)
+    out = args.out or cli_output(source, "coherence", args.k, args.seed)
     part = partition(graph_of(model), k=args.k, seed=args.seed)
     config = VisConfig(steps=args.steps, lr=args.lr, fft=not args.pixels,
                        relu_gradient_override=not args.no_relu_override,
                        transforms=Transforms() if args.transforms else None)
     vis = visualize_subclusters(model, subclusters(part), args.n_random, args.seed, config, min_size=args.min_size,
-                                max_prop=args.max_prop, batch_size=args.batch_size)
+                                max_prop=args.max_prop, batch_size=args.batch_size,
+                                image_shape=getattr(args, "image_shape", None))
     table, summary = coherence_statistics(vis, correction=args.correction, ties=args.ties)
     context = {"tag": meta.get("tag"), "seed": meta.get("seed"), "pruned": meta.get("pruned"), "k": args.k,
-               "checkpoint": str(args.checkpoint), "ncut": float(part.ncut)}
+               "checkpoint": str(source), "ncut": float(part.ncut)}
     ids = {"tag": context["tag"], "network_seed": context["seed"], "pruned": context["pruned"], "k": args.k}
     table = pd.concat([pd.DataFrame(ids, index=table.index), table], axis=1)
     images_table = pd.concat([pd.DataFrame(ids, index=vis.table.index), vis.table], axis=1)

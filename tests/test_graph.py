@@ -8,9 +8,9 @@ import torch
 import torchvision
 from torch import nn
 
+from modularity.arch import layout_of
 from modularity.errors import UnsupportedModelError
-from modularity.graph import graph_of, kernel_norms, trace_convs
-from modularity.layers import register_layout
+from modularity.graph import graph_of, kernel_norms
 from modularity.models import MLP, CifarVGG, SmallCNN
 
 
@@ -215,14 +215,15 @@ def test_torchvision_layout_addresses_units_by_module_name() -> None:
     from modularity.layers import analysed_layers, layer_specs
 
     model = torchvision.models.vgg16()
-    graph_of(model)  # registers the torchvision layouts
     specs = layer_specs(model)
     assert specs[0].name == "features.0" and specs[0].weight == "features.0" and specs[0].activation == "features.1"
     assert len(analysed_layers(model)) == 13
     resnet = torchvision.models.resnet18()
-    graph_of(resnet)
-    # The stem's ReLU is its own; the blocks' ReLU modules are shared by two convs, so they are not.
-    assert [s.activation for s in layer_specs(resnet)][:3] == ["relu", None, None]
+    specs = layer_specs(resnet)
+    # The stem's ReLU is its own; the blocks' ReLU modules are shared by two convs, so only the fx node
+    # locates their post-activation value; a block's second conv feeds the residual sum (its BN output).
+    assert [s.activation for s in specs][:3] == ["relu", None, None]
+    assert [s.node for s in specs][:3] == ["relu", "layer1_0_relu", "layer1_0_bn2"]
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -232,8 +233,8 @@ class _CatNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Conv2d(1, 2, 3)
-        self.b = nn.Conv2d(1, 2, 3)
-        self.c = nn.Conv2d(4, 2, 3)
+        self.b = nn.Conv2d(1, 3, 3)
+        self.c = nn.Conv2d(5, 2, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c(torch.cat([self.a(x), self.b(x)], dim=1))
@@ -246,13 +247,7 @@ class _UpsampleNet(nn.Sequential):
 
 class _GroupedNet(nn.Sequential):
     def __init__(self) -> None:
-        super().__init__(nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 3, groups=2))
-
-
-def _register_traced(cls: type[nn.Module]) -> None:
-    from modularity.torchvision_layers import traced_conv_layout
-
-    register_layout(cls, traced_conv_layout)
+        super().__init__(nn.Conv2d(4, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3, groups=2))
 
 
 def test_unsupported_model_type_is_named() -> None:
@@ -260,15 +255,25 @@ def test_unsupported_model_type_is_named() -> None:
         graph_of(nn.LSTM(2, 2))
 
 
-@pytest.mark.parametrize(("cls", "message"), [
-    (_CatNet, "unsupported operation 'cat'"),
-    (_UpsampleNet, "unsupported layer type Upsample"),
-    (_GroupedNet, "grouped/depthwise convolution"),
-])
-def test_unsupported_layers_between_convs_are_named(cls: type[nn.Module], message: str) -> None:
-    _register_traced(cls)
-    with pytest.raises(UnsupportedModelError, match=message):
-        graph_of(cls())
+def test_unsupported_operation_between_layers_is_named() -> None:
+    with pytest.raises(UnsupportedModelError, match=r"unsupported operation Upsample \('1'\) after '0'.*declare_layout"):
+        graph_of(_UpsampleNet())
+
+
+def test_concatenation_maps_each_channel_to_its_source() -> None:
+    model = _CatNet()
+    g = graph_of(model)
+    k = kernel_norms(model.c.weight)  # (5 in, 2 out)
+    np.testing.assert_array_equal(next(b for b in g.blocks if b.src == "a").weights, k[:2])
+    np.testing.assert_array_equal(next(b for b in g.blocks if b.src == "b").weights, k[2:])
+
+
+def test_grouped_convolution_has_edges_only_within_groups() -> None:
+    model = _GroupedNet()
+    block = graph_of(model).blocks[0].weights  # (4 in, 6 out), groups of (2 in, 3 out)
+    assert np.count_nonzero(block[:2, 3:]) == 0 and np.count_nonzero(block[2:, :3]) == 0
+    np.testing.assert_array_equal(block[:2, :3], kernel_norms(model[2].weight)[:, :3])
+    np.testing.assert_array_equal(block[2:, 3:], kernel_norms(model[2].weight)[:, 3:])
 
 
 def test_unknown_conv_norm() -> None:
@@ -277,6 +282,6 @@ def test_unknown_conv_norm() -> None:
 
 
 def test_trace_lists_convs_in_execution_order() -> None:
-    trace = trace_convs(SmallCNN())
-    assert trace.convs == ["conv1", "conv2", "conv3"]
-    assert [(e.producer, e.consumer) for e in trace.edges] == [("conv1", "conv2"), ("conv2", "conv3")]
+    layout = layout_of(SmallCNN())
+    assert [s.name for s in layout.specs] == ["conv1", "conv2", "conv3"]
+    assert [(f.src, f.dst) for f in layout.flows] == [("conv1", "conv2"), ("conv2", "conv3")]

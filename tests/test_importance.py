@@ -138,10 +138,13 @@ def test_bad_input(mlp: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) ->
         (dict(subclusters=[SubCluster("hidden1", 0, np.array([1]), 32)]), "layer_width 32"),
         (dict(data=(x, y + 1)), "labels must lie in 0..9"),
         (dict(data=(x, y[:5])), r"labels \(N,\)"),
-        (dict(data=x), "x_test, y_test"),
+        (dict(data=x), r"data must be \(images, labels\)"),
         (dict(n_random=0), "n_random"),
         (dict(complete="maybe"), "complete must be"),
-        (dict(correction="nope"), "method must be one of"),
+        (dict(correction="nope"), "unknown correction .nope."),
+        (dict(ties="nope"), "unknown tie rule"),
+        (dict(data=((x * 255).to(torch.uint8), y)), "uint8"),
+        (dict(data=((x * 16).round(), y)), "unscaled 0-16 pixels"),
     ]
     for override, message in cases:
         kw = dict(model=mlp, subclusters=good, data=(x, y), n_random=3) | override

@@ -306,7 +306,7 @@ def test_near_tie_flags_exact_ties_close_margins_and_nan() -> None:
 @pytest.mark.parametrize("entry", ["at the cut", "after column-sparse stages"])
 def test_sparse_tail_in_several_image_blocks(mlp90: nn.Module, digits: tuple[torch.Tensor, torch.Tensor],
                                              monkeypatch: pytest.MonkeyPatch, entry: str) -> None:
-    import modularity.lesion as lesion
+    import modularity.lesion.engine as lesion
 
     monkeypatch.setattr(lesion, "TAIL_BLOCK", 500)  # 1797 images: blocks of 500, 500, 500, 297
     if entry != "at the cut":  # small lesions: column-sparse changes until a Linear stage densifies them

@@ -1,10 +1,7 @@
 """The lesion engine: per-class correct-prediction counts of a network with sets of units silenced.
 
-A *lesion* of units ``S`` of one layer sets their post-activation output to zero (METHODS.md 5.1: the
-reference zeroes the incoming weights and bias, which gives the same ReLU output). Where a BatchNorm
-follows the ReLU (CIFAR VGG), the default zeroes the output *after* the BN, so the channel is truly
-silent; ``before_batchnorm=True`` zeroes the ReLU output and lets the BN map it to its constant
-``beta - gamma * mean / sqrt(var + eps)``, as the reference did (METHODS.md 9.10).
+What a lesion is lives in :mod:`modularity.lesion.definition` (a hook zeroing post-activation values);
+this module computes the counts of exactly that, fast.
 
 Results are integer counts of correct predictions per true class, shape ``(M, n_classes)`` for ``M``
 lesions, so every later comparison is exact (ties between a true and a random lesion are common).
@@ -24,8 +21,8 @@ How it is fast (flat ``nn.Sequential`` models: MLP, SmallCNN, CifarVGG):
 * Pruned MLPs: once a change is dense, the remaining Linear/ReLU layers run in transposed layout with
   sparse weight matrices, in cache-sized blocks of images, into reused buffers (``_sparse_tail``).
 
-Other models (torchvision) go through a forward hook on the lesioned layer, many lesions per batched
-forward pass, with no prefix reuse.
+Every other model the registry supports (torchvision, residual nets, functional activations) goes
+through the definition's forward hook, many lesions per batched forward pass, with no prefix reuse.
 
 Exactness. The fast path adds the low-rank change in another order than a plain forward pass sums its
 products, so a float32 logit can differ in the last bits and flip an argmax at a near-tie. Every
@@ -48,9 +45,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import validate
-from .errors import ModularityError
-from .layers import LayerSpec, layer_by_name
+from .. import validate
+from ..arch import LayerSpec, is_flat_sequential, layer_by_name, ops
+from ..errors import ModularityError
+from .definition import check_lesionable, lesion_point, lesioned_logits
 
 TIE_RTOL = 1e-4
 """Relative top-two logit margin below which a prediction is re-decided in float64."""
@@ -77,8 +75,9 @@ SPARSE_TAIL_MIN_ROWS = 512
 TAIL_BLOCK = 2048
 """Images per block of the sparse tail (2048 x 256 floats = 2 MB per activation: cache-resident)."""
 
-_CHANNELWISE = (nn.ReLU, nn.Dropout, nn.Identity, nn.MaxPool2d, nn.BatchNorm1d, nn.BatchNorm2d)
-_ELEMENTWISE = (nn.ReLU, nn.Dropout, nn.Identity)
+# Modules after the lesion point that the fast path pushes the lesion value through (per channel).
+_CHANNELWISE = (nn.ReLU, nn.Dropout, nn.Identity, nn.MaxPool2d, *ops.BATCHNORM_MODULES)
+_ELEMENTWISE = ops.ELEMENTWISE_1LIP
 
 Lesions = Sequence[Sequence[int] | np.ndarray] | np.ndarray | torch.Tensor
 
@@ -126,8 +125,11 @@ def n_outputs(model: nn.Module, x: torch.Tensor) -> int:
 
 def check_data(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Validate ``(x, y)`` against the model; return float32 images, int64 labels, number of classes."""
+    from ..inputs import as_xy, check_images
+
     if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
-        raise ModularityError("images and labels must be torch tensors")
+        x, y = as_xy((x, y))
+    x, y = check_images(x, y)
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
         raise ModularityError(f"need images (N, ...) and labels (N,), got {tuple(x.shape)} and {tuple(y.shape)}")
     if len(y) == 0:
@@ -173,15 +175,6 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def lesion_point(spec: LayerSpec, before_batchnorm: bool = False) -> str:
-    """Dotted name of the module whose output a lesion zeroes (the ReLU, or the BN after it)."""
-    if spec.activation is None:
-        raise ModularityError(f"layer {spec.name!r} has no activation to lesion (input or output layer)")
-    if spec.batchnorm is not None and not before_batchnorm:
-        return spec.batchnorm
-    return spec.activation
-
-
 def _near_tie(logits: torch.Tensor, preds: torch.Tensor | None = None) -> torch.Tensor:
     """Rows whose top-two margin is within ``TIE_RTOL`` (relative) of a tie.
 
@@ -203,32 +196,7 @@ def _per_class(y: torch.Tensor, correct: torch.Tensor, n_classes: int) -> torch.
 
 
 # --------------------------------------------------------------------------------------------------
-# The plain (hooked) forward pass: reference path, fallback and float64 tie-breaker
-
-
-def lesioned_logits(model: nn.Module, layer: str | LayerSpec, x: torch.Tensor, lesioned: torch.Tensor,
-                    before_batchnorm: bool = False) -> torch.Tensor:
-    """Logits of a plain forward pass with a forward hook zeroing lesioned units.
-
-    ``lesioned`` is a boolean ``(width,)`` (same lesion for every image) or ``(len(x), width)``
-    (one lesion per image). Runs in the model's dtype and device; the caller chooses eval mode.
-    """
-    spec = layer if isinstance(layer, LayerSpec) else layer_by_name(model, layer)
-    module = model.get_submodule(lesion_point(spec, before_batchnorm))
-    dtype = next(model.parameters()).dtype
-    device = _device_of(model)
-    keep = ~lesioned.to(device=device, dtype=torch.bool)
-
-    def hook(_mod: nn.Module, _inp: object, out: torch.Tensor) -> torch.Tensor:
-        k = keep if keep.ndim == 2 else keep.expand(out.shape[0], -1)
-        k = k.view(*k.shape, *([1] * (out.ndim - 2)))
-        return torch.where(k, out, torch.zeros((), dtype=out.dtype, device=out.device))
-
-    handle = module.register_forward_hook(hook)
-    try:
-        return model(x.to(device=device, dtype=dtype))
-    finally:
-        handle.remove()
+# The float64 tie-breaker
 
 
 class _ExactJudge:
@@ -285,8 +253,7 @@ class _Plan:
     sparse_entry: bool = False       # the mixing Linear is sparse and the tail can run every stage
 
 
-def _is_plain_sequential(model: nn.Module) -> bool:
-    return isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward
+_is_plain_sequential = is_flat_sequential
 
 
 def _plan(model: nn.Module, spec: LayerSpec, before_batchnorm: bool, example: torch.Tensor) -> _Plan | None:
@@ -296,7 +263,7 @@ def _plan(model: nn.Module, spec: LayerSpec, before_batchnorm: bool, example: to
     names = [n for n, _ in model.named_children()]
     mods = [m for _, m in model.named_children()]
     point = lesion_point(spec, before_batchnorm)
-    if point not in names:
+    if point is None or point not in names:
         return None
     i = names.index(point)
     # The lesion value after the channel-wise followers: push zeros through them.
@@ -770,7 +737,7 @@ def lesion_counts(model: nn.Module, layer: str | LayerSpec, lesions: Lesions, x:
             "sparse_tail_calls"}`` (the last: lesions whose dense tail ran with sparse weights).
     """
     spec = layer if isinstance(layer, LayerSpec) else layer_by_name(model, layer)
-    lesion_point(spec, before_batchnorm)  # raises for layers without activation (input, output)
+    check_lesionable(spec)  # raises for layers without activation (input, output)
     sets = as_unit_sets(lesions, spec.width)
     x, y, n_classes = check_data(model, x, y)
     if method not in ("auto", "fast", "hooks"):
