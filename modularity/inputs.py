@@ -83,8 +83,9 @@ def check_images(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.
         raise ModularityError(f"images must be floating point, got {x.dtype}")
     if not x.dtype.is_floating_point:
         raise ModularityError(f"images are integers ({x.dtype}); convert them to float in [0, 1] first")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ModularityError("images contain NaN or infinite values")
+    from .validate import finite_images
+
+    finite_images(x)  # names the count of NaN / inf values and of the images they are in
     if x.numel() and float(x.min()) >= 0 and float(x.max()) > 2 and bool((x == x.round()).all()):
         raise ModularityError(f"images look like unscaled 0-{int(x.max())} pixels (integer values above 2); divide by "
                               "255 and apply the model's own normalisation first")

@@ -141,8 +141,8 @@ def test_bad_input(mlp: nn.Module, digits: tuple[torch.Tensor, torch.Tensor]) ->
         (dict(data=x), r"data must be \(images, labels\)"),
         (dict(n_random=0), "n_random"),
         (dict(complete="maybe"), "complete must be"),
-        (dict(correction="nope"), "unknown correction .nope."),
-        (dict(ties="nope"), "unknown tie rule"),
+        (dict(correction="nope"), "correction method must be one of .*got .nope."),
+        (dict(ties="nope"), "ties must be one of"),
         (dict(data=((x * 255).to(torch.uint8), y)), "uint8"),
         (dict(data=((x * 16).round(), y)), "unscaled 0-16 pixels"),
     ]
