@@ -137,7 +137,7 @@ def per_class_figure(profile: Profile, root: Path, net: Network, out: Path, k: i
     """Per-class accuracies of ``n`` chosen sub-clusters' lesions, their random lesions and the intact net."""
     from modularity.importance import importance
 
-    from .stages import _subclusters, load_network, test_data
+    from .stages import IMPORTANCE_OPTIONS, _subclusters, load_network, test_data
 
     settings = profile.section("importance", net.family)
     stored = _table(root, net, "importance", k)
@@ -145,9 +145,8 @@ def per_class_figure(profile: Profile, root: Path, net: Network, out: Path, k: i
     model, _ = load_network(root, net.tag, net.seed, net.pruned)
     x, y = test_data(net.tag, net.seed, settings.get("test_subsample"))
     subs = _pick(_subclusters(model, profile, k, net.seed, max_prop=float(settings.get("max_prop", 1.0))), chosen)
-    kw = {key: settings[key] for key in ("before_batchnorm",) if key in settings}
-    _, summary = importance(model, subs, (x, y), n_random=int(settings.get("n_random", 20)), seed=net.seed,
-                            correction=settings.get("correction", "holm"), **kw)
+    kw = {key: settings[key] for key in IMPORTANCE_OPTIONS if key in settings}  # as the stage ran it
+    _, summary = importance(model, subs, (x, y), n_random=int(settings.get("n_random", 20)), seed=net.seed, **kw)
     counts = summary["counts"]
     recomputed = counts["true"].sum(1) / counts["class_sizes"].sum()
     if not np.allclose(recomputed, chosen["lesioned_acc"].to_numpy(), rtol=0, atol=1e-9):

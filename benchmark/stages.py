@@ -215,6 +215,11 @@ def _subclusters(model: Any, profile: Profile, k: int, seed: int, min_size: int 
     return subclusters(partition(_graph(model, profile), k=k, seed=seed), min_size=min_size, max_prop=max_prop)
 
 
+#: The importance section's keys passed to ``modularity.importance`` as they are (params.yaml).
+IMPORTANCE_OPTIONS = ("correction", "before_batchnorm", "ties", "complete", "arithmetic", "undefined_ranges",
+                      "require_above_chance")
+
+
 def importance_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: list[int], root: Path) -> Path:
     """Lesion tests (importance and output coherence) at every k."""
     from modularity.importance import importance
@@ -225,8 +230,7 @@ def importance_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: li
     x, y = test_data(tag, seed, settings.get("test_subsample"))
     final = result_dir(root, "importance", tag, seed, pruned)
     header = _header(profile, "importance", tag, seed, pruned, settings)
-    kw = {k: settings[k] for k in ("correction", "before_batchnorm", "ties", "complete", "arithmetic",
-                                   "undefined_ranges") if k in settings}  # reference-protocol options (h11)
+    kw = {k: settings[k] for k in IMPORTANCE_OPTIONS if k in settings}
     with staged_dir(final) as out:
         for k in ks:
             subs = _subclusters(model, profile, k, seed, max_prop=float(settings.get("max_prop", 1.0)))

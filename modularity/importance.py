@@ -380,6 +380,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fold-batchnorm", action="store_true", help="graph ignores batch norm (the reference's VGG)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $MODULARITY_DATA or ./data)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--allow-chance", action="store_true",
+                   help="run even if the intact network is no better than chance (its lesion tests then measure noise)")
     p.set_defaults(func=_importance_command)
 
 
@@ -416,13 +418,15 @@ def _importance_command(args: argparse.Namespace) -> int:
             raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
         data = load_dataset(spec.dataset, args.data_root)
         dataset = spec.dataset
-    validate.network_above_chance(model, *_test_split(data), where=f"{source}")
+    if not args.allow_chance:
+        validate.network_above_chance(model, *_test_split(data), where=f"{source}")
     graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)
     part = partition(graph, k=args.k, seed=args.seed)
     subs = subclusters(part)
     table, summary = importance(model, subs, data, n_random=args.n_random, seed=args.seed,
                                 correction=args.correction, before_batchnorm=args.before_batchnorm,
-                                ties=args.ties, complete=args.complete, progress=True)
+                                ties=args.ties, complete=args.complete, progress=True,
+                                require_above_chance=not args.allow_chance)
     paths = output_paths(source, args.k, args.seed, args.out)
     counts = summary.pop("counts")
     summary.update(checkpoint=str(source), checkpoint_sha256=sha256_file(source) if source.is_file() else None,

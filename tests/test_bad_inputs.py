@@ -681,7 +681,8 @@ def test_sigterm_removes_the_staging_folders(fx: dict[str, Path], tmp_path: Path
 
     out = tmp_path / "out"
     code = ("import os, signal, sys; sys.path.insert(0, {repo!r})\n"
-            "import modularity\n"
+            "import importlib, modularity\n"
+            "importlib.import_module('modularity.partition')\n"
             "def slow(path, obj):\n"
             "    print('writing', flush=True); signal.pause()\n"
             "sys.modules['modularity.partition'].write_json_atomic = slow\n"

@@ -163,7 +163,7 @@ def test_every_module_a_stage_loads_is_among_its_dvc_deps(tmp_path: Path) -> Non
     tiny = {"threads": 1, "graph": {"conv_norm": "entrywise", "fold_batchnorm": True},
             "train": {"default": {"epochs": 1, "pruning_epochs": 1}},
             "cluster": {"default": {"n_shuffles": 1, "n_jobs": 1}},
-            "importance": {"default": {"n_random": 2, "test_subsample": 100}},
+            "importance": {"default": {"n_random": 2, "test_subsample": 100, "require_above_chance": False}},
             "coherence": {"default": {"n_random": 1, "steps": 2, "min_size": 1, "plot_k": []}}}
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"profiles": {"tiny": tiny}}))

@@ -24,7 +24,8 @@ TINY = {"description": "test profile", "seeds": {"default": [0]}, "families": ["
         "threads": 1, "graph": {"conv_norm": "entrywise", "fold_batchnorm": True},
         "train": {"default": {"epochs": 1, "pruning_epochs": 1, "train_subsample": 300}},
         "cluster": {"default": {"n_shuffles": 2, "n_jobs": 2}},
-        "importance": {"default": {"n_random": 3, "test_subsample": 200, "correction": "holm"}},
+        "importance": {"default": {"n_random": 3, "test_subsample": 200, "correction": "holm",
+                                   "require_above_chance": False}},
         "coherence": {"default": {"n_random": 2, "steps": 2, "plot_k": []}}}
 
 

@@ -162,7 +162,7 @@ def test_cli_writes_table_summary_counts_and_plots(tmp_path: Path) -> None:
     ckpt = tmp_path / "ck" / "pruned.pt"
     save_checkpoint(model, ckpt, {"tag": "DIGITS", "seed": 0, "pruned": True})
     out = tmp_path / "out"
-    rc = main(["importance", str(ckpt), "--k", "4", "--n-random", "3", "--out", str(out),
+    rc = main(["importance", str(ckpt), "--k", "4", "--n-random", "3", "--out", str(out), "--allow-chance",
                "--data-root", str(tmp_path / "data")])
     assert rc == 0
     stem = "pruned-k4-seed0"
