@@ -16,7 +16,7 @@ comparison code reads the paper's values and ours the same way:
 separate ``+LUCID`` networks on column-scrambled 3-channel MNIST (docs/methods.md §9.9): ``reference_tag``
 keeps that name, which the project's own ``MNIST+LUCID``, ... rows match (``compare.paper_rows``), and our
 ordinary ``MNIST`` is shown beside them as not comparable.
-The ImageNet clusterability values are not in a CSV here; they are transcribed from METHODS.md 8.2
+The ImageNet clusterability values are not in a CSV here; they are transcribed from docs/methods.md §8.2
 (first run, ``clustering_factors_imagenet.csv``).
 
 Run ``python -m benchmark.paper_values [REFERENCE_DIR]`` to regenerate the files (they are committed;
@@ -45,7 +45,7 @@ INPUT_COHERENCE_COLUMNS = ["tag", "reference_tag", "family", "pruned", "k", "rep
                            "chi2_p_loss", "combined_p_loss", "effect_loss", "chi2_p_entropy", "combined_p_entropy",
                            "effect_entropy", "source"]
 
-# METHODS.md 8.2, ImageNet (one pretrained net each, k=12, 100 shuffles), first run.
+# docs/methods.md §8.2, ImageNet (one pretrained net each, k=12, 100 shuffles), first run.
 IMAGENET_CLUSTERABILITY = [
     # tag, ncut, null mean, null stdev, z, percentile
     ("vgg16", 7.7998, 8.2127, 0.0187, -22.1362, 0.0099),
@@ -55,7 +55,7 @@ IMAGENET_CLUSTERABILITY = [
     ("resnet50", 4.1253, 4.1852, 0.0008, -74.8188, 0.0099),
     ("inceptionv3", 2.9056, 2.9375, 0.0069, -4.6182, 0.0198),
 ]
-# The Lucid k for the ImageNet nets (METHODS.md 3.2); 12 for everything else.
+# The Lucid k for the ImageNet nets (docs/methods.md §3.2); 12 for everything else.
 LUCID_IMAGENET_K = {"vgg16": 25, "vgg19": 25, "resnet50": 35}
 
 
@@ -93,7 +93,7 @@ def convert_clusterability(reference: Path) -> pd.DataFrame:
     imagenet = pd.DataFrame(IMAGENET_CLUSTERABILITY, columns=["tag", "ncut", "null_mean", "null_stdev", "z_score",
                                                               "percentile"])
     imagenet = imagenet.assign(pruned=False, k=12, n_shuffles=100, train_acc=np.nan, test_acc=np.nan,
-                               source="METHODS.md 8.2 (clustering_factors_imagenet.csv)")
+                               source="docs/methods.md §8.2 (clustering_factors_imagenet.csv)")
     frames.append(imagenet)
     df = pd.concat(frames, ignore_index=True)
     df["family"] = df["tag"].map(family_of)

@@ -1,4 +1,4 @@
-"""Double lesions (METHODS.md 5.6, joint mode): every unordered pair of sub-clusters lesioned together,
+"""Double lesions (docs/methods.md §5.6, joint mode): every unordered pair of sub-clusters lesioned together,
 against random same-size sets for both, through the lesion definition (:mod:`modularity.lesion.multi`).
 
 Pairs are ``combinations_with_replacement`` of the sub-clusters, as the reference's (so (X, X), a single

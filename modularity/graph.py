@@ -4,13 +4,13 @@ The paper (section 2) partitions a network from its weights alone. This module t
 :class:`WeightGraph`: a symmetric sparse adjacency over the units that :mod:`modularity.arch` lists,
 plus a unit table that addresses every vertex as ``(layer, index)``.
 
-* **MLP** (METHODS.md 2.1): every unit, inputs and outputs included, is a vertex; the edge between unit
+* **MLP** (docs/methods.md §2.1): every unit, inputs and outputs included, is a vertex; the edge between unit
   i of one layer and unit j of the next is ``|W[j, i]|``; biases are ignored.
-* **CNN** (METHODS.md 2.2, 2.3): every output channel of every conv layer is a vertex; inputs, dense
+* **CNN** (docs/methods.md §2.2, 2.3): every output channel of every conv layer is a vertex; inputs, dense
   layers and outputs are not. The edge between channel i of a producer conv and channel j of the conv
   that reads it is a norm of the kernel slice ``K[j, i]``: the entry-wise L1 norm (the paper's text,
   default) or the induced matrix 1-norm ``np.linalg.norm(K[j, i], 1)`` that the reference code computed
-  (``conv_norm="matrix1"``, METHODS.md 9.1). Max-pooling, ReLU, dropout and other channel-wise
+  (``conv_norm="matrix1"``, docs/methods.md §9.1). Max-pooling, ReLU, dropout and other channel-wise
   operations keep channel identity and are passed through.
 * **Batch norm** (``fold_batchnorm=True``, the paper's text): the per-channel factor
   ``s = gamma / sqrt(running_var + eps)`` multiplies the weights of the linear map it sits on, so an
@@ -19,14 +19,14 @@ plus a unit table that addresses every vertex as ``(layer, index)``.
   edges, standard BN folding); a BN elsewhere between two convs (the CIFAR VGG's
   ``conv -> relu -> [pool] -> bn -> conv``) scales the channels it carries on their way to the next conv
   (their outgoing edges). The absolute value is taken after scaling. ``fold_batchnorm=False`` ignores
-  batch norm, as the reference's VGG graphs did (METHODS.md 9.2).
-* **Residual connections** (torchvision ResNet, METHODS.md 2.3): the dataflow is traced with
+  batch norm, as the reference's VGG graphs did (docs/methods.md §9.2).
+* **Residual connections** (torchvision ResNet, docs/methods.md §2.3): the dataflow is traced with
   ``torch.fx`` and followed through additions, so a conv whose output enters a residual sum is connected
   to every conv that reads that sum (directly or along later identity shortcuts), with the consumer's
   kernel as the edge weight. The shortcut's 1x1 ``downsample`` conv is a conv like any other: its
   channels are vertices, connected from the producers of the block input and onward to the readers of
   the block output. Unlike the reference, a residual-stream channel is not copied once per consumer:
-  vertices are conv output channels, each exactly once (METHODS.md 9.21).
+  vertices are conv output channels, each exactly once (docs/methods.md §9.21).
 
 * **Concatenation** (DenseNet): each channel of ``torch.cat(..., dim=1)`` maps to its source, so a
   producer's channel i reaches a reader of the concatenation through the reader's input channel
@@ -172,9 +172,9 @@ def graph_of(model: nn.Module, *, conv_norm: ConvNorm = "entrywise", fold_batchn
     Args:
         model: the network (its current weights are read; nothing is modified).
         conv_norm: ``"entrywise"`` (sum of |k| over the kernel slice; the paper's text) or ``"matrix1"``
-            (the reference's induced matrix 1-norm, max column sum; METHODS.md 9.1).
+            (the reference's induced matrix 1-norm, max column sum; docs/methods.md §9.1).
         fold_batchnorm: fold batch-norm (and layer/group-norm gain) scales into the edges (the paper's
-            text); ``False`` reproduces the reference's VGG graphs (METHODS.md 9.2).
+            text); ``False`` reproduces the reference's VGG graphs (docs/methods.md §9.2).
     """
     if conv_norm not in CONV_NORMS:
         raise UnsupportedModelError(f"unknown conv_norm {conv_norm!r}; choose from {', '.join(CONV_NORMS)}")

@@ -1,4 +1,4 @@
-"""Importance and output coherence of sub-clusters by lesions (paper section 4; METHODS.md 5).
+"""Importance and output coherence of sub-clusters by lesions (paper section 4; docs/methods.md §5).
 
 For every sub-cluster: lesion it (:mod:`modularity.lesion`), count correct test predictions per class,
 do the same for ``n_random`` random same-size unit sets of the same layer
@@ -6,7 +6,7 @@ do the same for ``n_random`` random same-size unit sets of the same layer
 in exact integer arithmetic:
 
 * importance: left-sided rank p-value of the balanced accuracy after the lesion ("p_mean"), and of the
-  overall accuracy ("p_overall", used by the METHODS 5.5 taxonomy);
+  overall accuracy ("p_overall", used by the docs/methods.md §5.5 taxonomy);
 * output coherence: right-sided rank p-value of the range of the normalised per-class change ("p_range");
 * per network: chi-square uniformity and Fisher tests, reference and robust effect sizes;
 * multiple-comparison correction across the network's sub-clusters (statsmodels, Holm by default) and
@@ -19,7 +19,7 @@ lets through. With 1000, Holm at 0.05 can reject for networks of up to 50 sub-cl
 Whole-layer sub-clusters (every eligible unit of the layer, so every random set is the set itself):
 ``complete="skip"`` (default) keeps their row (category ``complete``, true-lesion accuracies, NaN
 p-values) but leaves them out of the tests and the correction; ``"error"`` raises; ``"include"``
-passes them to the statistics as the reference did (METHODS 9.27).
+passes them to the statistics as the reference did (docs/methods.md §9.27).
 
 ``python -m modularity importance CHECKPOINT --k 12`` partitions the checkpoint and writes the table
 (CSV), the network summary (JSON), the raw counts (NPZ) and two plots.

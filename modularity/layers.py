@@ -4,7 +4,7 @@ A *unit* is addressed everywhere as ``(layer name, index within layer)``. For th
 
 * MLP: ``input`` (pixels), ``hidden1``..``hidden4`` (analysed), ``output``. All are graph vertices.
 * Small CNN / CIFAR VGG: ``conv1``..``convN`` (every conv's output channels; all analysed). Dense
-  layers and inputs are not graph vertices (METHODS.md 2.2).
+  layers and inputs are not graph vertices (docs/methods.md §2.2).
 """
 
 from __future__ import annotations

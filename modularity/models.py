@@ -1,6 +1,6 @@
 """The paper's networks, the tag registry, and checkpoint save/load.
 
-Architectures follow METHODS.md section 1.2 (Keras reference rebuilt in PyTorch):
+Architectures follow docs/methods.md §1.2 (Keras reference rebuilt in PyTorch):
 
 * ``MLP``: 784-256-256-256-256-10, ReLU, optional Dropout(0.5) after each hidden layer.
 * ``SmallCNN``: conv64-conv64-pool-conv64-pool-fc128-fc10 (3x3, same padding), optional dropout
@@ -136,7 +136,7 @@ def imagenet_model(name: str, pretrained: bool = False) -> nn.Module:
 
 
 # --------------------------------------------------------------------------------------------------
-# Tags (METHODS.md 1.5)
+# Tags (docs/methods.md §1.5)
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ def glorot_init(model: nn.Module) -> None:
 
 
 def apply_mod_init(model: nn.Module, generator: torch.Generator, n_modules: int = 10) -> None:
-    """The reference's clusterable ("MOD-INIT") initialisation (METHODS.md 1.3).
+    """The reference's clusterable ("MOD-INIT") initialisation (docs/methods.md §1.3).
 
     Every unit gets a random module; within-module weights are scaled up, others down, so that the
     expected scale is 1. The first weight matrix (or first conv) is left as it is; MLP output unit i

@@ -1,10 +1,10 @@
 """Normalised spectral clustering of a weight graph, its n-cut, and the shuffle null of clusterability.
 
-* :func:`partition` (METHODS.md 3.1): scikit-learn ``SpectralClustering(affinity="precomputed",
+* :func:`partition` (docs/methods.md §3.1): scikit-learn ``SpectralClustering(affinity="precomputed",
   assign_labels="kmeans")`` with ARPACK by default, ``n_init`` 25 (100 above 2000 vertices), seeded, on
-  the graph with isolated vertices (no edge at all) removed; these get label -1 (METHODS.md 2.1).
-* :func:`ncut` (METHODS.md 3.3): sum over clusters of ``cut(c) / (vol(c) + 1e-8)``.
-* :func:`clusterability` (METHODS.md 3.4): shuffle every weight block of the graph (all entries, zeros
+  the graph with isolated vertices (no edge at all) removed; these get label -1 (docs/methods.md §2.1).
+* :func:`ncut` (docs/methods.md §3.3): sum over clusters of ``cut(c) / (vol(c) + 1e-8)``.
+* :func:`clusterability` (docs/methods.md §3.4): shuffle every weight block of the graph (all entries, zeros
   included, after removing the originally isolated vertices), re-cluster, and compare the true n-cut
   with the null distribution: mean, population stdev, z-score and rank percentile ``(r+1)/(n+1)`` with
   ``r = #{null < true}``. The shuffles run in parallel with joblib and are seeded per shuffle.
@@ -200,7 +200,7 @@ class Partition:
 
 def partition(graph: WeightGraph, k: int = 12, seed: int = 0, n_init: int | None = None,
               eigen_solver: EigenSolver = "arpack") -> Partition:
-    """Normalised spectral clustering of ``graph`` into ``k`` clusters (METHODS.md 3.1), seeded.
+    """Normalised spectral clustering of ``graph`` into ``k`` clusters (docs/methods.md §3.1), seeded.
 
     ``n_init`` defaults to 25 k-means restarts, 100 above 2000 non-isolated vertices.
     """
@@ -222,7 +222,7 @@ def partition(graph: WeightGraph, k: int = 12, seed: int = 0, n_init: int | None
 
 @dataclass
 class Clusterability:
-    """A network's n-cut against its shuffle null (METHODS.md 3.4).
+    """A network's n-cut against its shuffle null (docs/methods.md §3.4).
 
     ``percentile = (#{null < ncut} + 1) / (n_shuffles + 1)``: ``1/(n+1)`` = more clusterable than every
     shuffle, 1 = less clusterable than all. ``stdev`` is the population standard deviation (ddof=0).

@@ -3,7 +3,7 @@
 * :func:`from_labels`: a partition given as labels per unit (per layer, or one array in vertex order).
 * :func:`random_like`: the same cluster sizes in every layer, units assigned at random (a null).
 * :func:`activation_partition`: spectral clustering of the squared activation correlations between
-  units (the reference's alternative, METHODS.md 7.1).
+  units (the reference's alternative, docs/methods.md §7.1).
 * :func:`compare_partitions`: several partitions of one network on importance, one row each.
 
 All return / take :class:`modularity.partition.Partition` objects over the model's weight graph, so
@@ -75,7 +75,7 @@ def unit_activations(model: nn.Module, x: torch.Tensor, conv_summary: str = "fro
     """Post-activation value of every analysed unit per image, ``layer -> (N, width)`` float64.
 
     Conv channels are summarised per image by the Frobenius norm of their H x W map (``"fro"``), the
-    spectral norm the reference computed (``"spectral"``, METHODS.md 7.1 / 9.1) or the mean (``"mean"``).
+    spectral norm the reference computed (``"spectral"``, docs/methods.md §7.1 / 9.1) or the mean (``"mean"``).
     """
     from .arch import analysed_layers, hook_point
     from .lesion.engine import _eval_mode
@@ -112,7 +112,7 @@ def unit_activations(model: nn.Module, x: torch.Tensor, conv_summary: str = "fro
 
 def activation_partition(model: nn.Module, data: Any, k: int = 12, seed: int = 0, method: str = "spearman",
                          conv_summary: str = "fro", n_init: int | None = None) -> Partition:
-    """Spectral clustering of ``A_ij = corr(a_i, a_j)^2`` over the analysed units (METHODS.md 7.1).
+    """Spectral clustering of ``A_ij = corr(a_i, a_j)^2`` over the analysed units (docs/methods.md §7.1).
 
     ``method``: ``spearman`` (the reference's default) or ``pearson``. Units with zero variance over the
     images get -1, as do non-analysed vertices (an MLP's inputs and outputs). The partition lives on the

@@ -1,19 +1,19 @@
 """Statistics of importance and coherence: rank p-values, network-level tests, effect sizes, correction.
 
 Every test here compares a *true* sub-cluster with ``n`` random same-size sets of the same layer
-(METHODS.md 5.3-5.5, 6.2):
+(docs/methods.md §5.3-5.5, 6.2):
 
 * :func:`rank_pvalue` - the empirical ``(r+1)/(n+1)`` p-value of one sub-cluster (North et al. 2002),
   left or right sided, with an explicit tie rule.
 * :func:`chi2_uniformity` and :func:`fisher_combined` - the reference's two network-level tests on the
   list of per-sub-cluster p-values ("percentiles").
-* :func:`balanced_accuracy`, :func:`range_statistic` - the per-lesion quantities of METHODS 5.2.
+* :func:`balanced_accuracy`, :func:`range_statistic` - the per-lesion quantities of docs/methods.md §5.2.
 * :func:`lesion_summary` - all of the above from integer correct-prediction counts, compared in exact
   arithmetic, plus the reference effect factors and robust (median log-ratio, bootstrap) effect sizes.
 * :func:`coherence_summary` - the same network-level statistics for feature-visualisation values.
 * :func:`correct` - multiple-comparison correction (statsmodels ``multipletests``), Holm by default;
   :func:`correct_columns` applies it to p-value columns of a table (e.g. across networks).
-* :func:`categorize` - the "important / prunable / ..." taxonomy of METHODS 5.5 on corrected p-values.
+* :func:`categorize` - the "important / prunable / ..." taxonomy of docs/methods.md §5.5 on corrected p-values.
 * :func:`min_draws_for_significance` - how many random draws make corrected significance reachable.
 
 Tie rules (``ties=``), for a left-sided test (right-sided: mirror the inequalities):
@@ -21,7 +21,7 @@ Tie rules (``ties=``), for a left-sided test (right-sided: mirror the inequaliti
 ``"strict"`` (default, the reference code)
     ``r = #{random < true}``. A random draw that *ties* with the true value is not counted as at
     least as extreme, so ties make p *smaller*: they count in favour of significance (anti-conservative).
-    (METHODS 9.23 says ties "count against significance"; with the unit test of 5.3 and the formula
+    (docs/methods.md §9.23 says ties "count against significance"; with the unit test of 5.3 and the formula
     this is the other way round: ``rank_pvalue(5, [5]*20) == 1/21``.)
 ``"mid"``
     ``r = #{random < true} + #{random == true}/2`` (mid-rank): ties count half.
@@ -94,7 +94,7 @@ CATEGORIES: tuple[str, ...] = (
 def rank_pvalue(
     true: Any, random: Any, side: Side = "left", ties: Ties = "strict"
 ) -> float | np.ndarray:
-    """Empirical p-value ``(r+1)/(n+1)`` of ``true`` against ``n`` random draws (METHODS 5.3).
+    """Empirical p-value ``(r+1)/(n+1)`` of ``true`` against ``n`` random draws (docs/methods.md §5.3).
 
     ``side="left"``: small when ``true`` is *lower* than the random values (e.g. balanced accuracy
     after a lesion: the true lesion hurts more). ``side="right"``: small when ``true`` is *higher*.
@@ -128,7 +128,7 @@ def rank_pvalue(
 
 
 def chi2_uniformity(percentiles: Any, n_random: int) -> float:
-    """Two-sided chi-squared test that the sub-cluster ranks are uniform on {0..n} (METHODS 5.4).
+    """Two-sided chi-squared test that the sub-cluster ranks are uniform on {0..n} (docs/methods.md §5.4).
 
     Each percentile ``p`` becomes the rank ``p(n+1) - 1``; ranks are histogrammed into ``n+1`` bins
     and compared with the uniform expectation by ``scipy.stats.chisquare`` (df = n). It detects any
@@ -146,7 +146,7 @@ def chi2_uniformity(percentiles: Any, n_random: int) -> float:
 
 
 def fisher_combined(percentiles: Any, n_random: int) -> float:
-    """One-sided Fisher combination of the sub-cluster percentiles (METHODS 5.4 ``combine_ps``).
+    """One-sided Fisher combination of the sub-cluster percentiles (docs/methods.md §5.4 ``combine_ps``).
 
     The discrete percentiles are shifted by ``-1/(2(n+1))`` so that their null mean is 1/2, then
     combined by ``scipy.stats.combine_pvalues(method="fisher")`` (X^2 = -2 sum ln p ~ chi2 with 2m df).
@@ -194,7 +194,7 @@ def balanced_accuracy(correct_counts: Any, class_sizes: Any) -> np.ndarray:
 
 
 def range_statistic(acc: Any, unlesioned_acc: Any) -> np.ndarray:
-    """Class-specificity of a lesion's damage (METHODS 5.2): ``max - min`` of ``delta / mean(delta)``.
+    """Class-specificity of a lesion's damage (docs/methods.md §5.2): ``max - min`` of ``delta / mean(delta)``.
 
     ``delta = acc - unlesioned_acc`` per class (last axis). Equal to ``(max d - min d) / |mean d|``,
     hence >= 0. Undefined (NaN) when the mean change is 0 and some class is unchanged (0/0), as in
@@ -260,8 +260,8 @@ def _exact_range(counts: np.ndarray, unlesioned: np.ndarray, sizes: np.ndarray) 
 def reference_effect(true: Any, random: Any, positive_only: bool = False) -> float:
     """The reference's effect factor: mean over sub-clusters of ``mean_r(random) / true`` (nanmean).
 
-    ``positive_only`` restricts it to sub-clusters with ``true > 0`` (the Lucid version, METHODS 6.2).
-    Heavy-tailed (a mean of ratios; METHODS 9.12): keep it only to compare with the stored CSVs.
+    ``positive_only`` restricts it to sub-clusters with ``true > 0`` (the Lucid version, docs/methods.md §6.2).
+    Heavy-tailed (a mean of ratios; docs/methods.md §9.12): keep it only to compare with the stored CSVs.
     """
     t = np.asarray(true, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -340,7 +340,7 @@ def lesion_summary(
     rule other than the default, ``undefined_ranges`` and ``n_undefined_ranges`` (sub-clusters whose
     true range is undefined) are added to the network-level keys; ``undefined_range`` (S,) is always there.
 
-    Network-level keys (METHODS 5.4): ``chi2_p_means``, ``combined_p_means``, ``chi2_p_ranges``,
+    Network-level keys (docs/methods.md §5.4): ``chi2_p_means``, ``combined_p_means``, ``chi2_p_ranges``,
     ``combined_p_ranges``, ``effect_means``, ``effect_ranges`` (reference effect factors),
     ``log_effect_means`` / ``log_effect_ranges`` with ``*_ci`` (low, high) bootstrap intervals
     (median over sub-clusters of log(mean random balanced accuracy / true), and of
@@ -349,7 +349,7 @@ def lesion_summary(
     ``alpha``, ``seed``, ``unlesioned_balanced_acc``, ``unlesioned_overall_acc``.
 
     Per-sub-cluster arrays (length S): ``p_means`` (left-sided, balanced accuracy), ``p_ranges``
-    (right-sided, range), ``p_overall`` (left-sided, overall accuracy: the METHODS 5.5 test),
+    (right-sided, range), ``p_overall`` (left-sided, overall accuracy: the docs/methods.md §5.5 test),
     ``p_means_upper`` / ``p_overall_upper`` (the opposite tails: "less damaging than random"), their
     ``*_corrected`` versions (``correction`` across the network's sub-clusters), ``true_mean_acc``,
     ``random_mean_acc`` (mean over draws), ``true_overall_acc``, ``random_overall_acc``, ``diff_overall``
@@ -475,7 +475,7 @@ def coherence_summary(
     seed: int = 0,
     n_boot: int = 2000,
 ) -> dict[str, Any]:
-    """Input-coherence statistics (METHODS 6.2) for one statistic of feature visualisations.
+    """Input-coherence statistics (docs/methods.md §6.2) for one statistic of feature visualisations.
 
     ``true_values`` (S,), ``random_values`` (n, S) with n = 9 in the reference. Use ``side="right"``
     for the activation reached ("loss": higher = more coherent) and ``side="left"`` for the output
@@ -603,7 +603,7 @@ def categorize(
     small_size: int = 12,
     rule: Literal["corrected", "reference"] = "corrected",
 ) -> np.ndarray:
-    """The METHODS 5.5 taxonomy of sub-clusters; returns an array of category names (``CATEGORIES``).
+    """The docs/methods.md §5.5 taxonomy of sub-clusters; returns an array of category names (``CATEGORIES``).
 
     ``diff`` is the change of *overall* accuracy caused by the true lesion (negative = damage);
     "diff" below means ``diff <= -threshold`` (1 percentage point by default, compared with a 1e-12

@@ -1,14 +1,14 @@
 """Sub-clusters: the units of one cluster within one analysed layer, and random same-size baselines.
 
 Clusters span layers, and layers at different depths represent different things, so importance and
-coherence are tested per *sub-cluster* (paper section 3; METHODS.md 4): the units of analysed layer
+coherence are tested per *sub-cluster* (paper section 3; docs/methods.md §4): the units of analysed layer
 ``l`` (MLP hidden layers, CNN conv layers; ``LayerSpec.analysed``) whose label is ``c``. Units labelled
 -1 (isolated, removed before clustering) never belong to a sub-cluster.
 
 Each sub-cluster is compared with random unit sets of the same size from the same layer
 (:func:`random_sets`). Whether isolated (-1) units may be drawn is a parameter, because the reference
 differs by experiment: its lesion draws exclude them, its feature-visualisation (Lucid) draws include
-them (METHODS.md 4, 9.26).
+them (docs/methods.md §4, 9.26).
 """
 
 from __future__ import annotations

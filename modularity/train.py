@@ -1,4 +1,4 @@
-"""Training with magnitude pruning, as the reference does it (METHODS.md 1.3, 1.4).
+"""Training with magnitude pruning, as the reference does it (docs/methods.md §1.3, 1.4).
 
 Phase 1 trains the network with Adam (Keras defaults: lr 1e-3, eps 1e-7) for ``epochs`` epochs and
 saves the *unpruned* checkpoint. Phase 2 continues from the same weights with a fresh Adam for
@@ -10,7 +10,7 @@ exactly 90% sparsity.
 
 Everything is seeded: the same tag, seed and options give identical weights on the same machine.
 Accuracies in the metadata are measured in eval mode (no dropout), unlike the reference's Keras
-running training accuracy, which includes dropout noise (METHODS.md 9.29).
+running training accuracy, which includes dropout noise (docs/methods.md §9.29).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def sparsity_of(model: nn.Module) -> dict[str, float]:
 
 
 def regularisation(model: nn.Module, spec: TagSpec) -> torch.Tensor | float:
-    """Keras-style kernel regulariser: l1 * sum|W| or l2 * sum W^2 over every kernel (METHODS.md 1.3)."""
+    """Keras-style kernel regulariser: l1 * sum|W| or l2 * sum W^2 over every kernel (docs/methods.md §1.3)."""
     if not spec.l1 and not spec.l2:
         return 0.0
     kernels = prunable_weights(model).values()

@@ -1,6 +1,6 @@
 """Train several MLPs at once (seeds, and tags of one MLP architecture), each exactly as if trained alone.
 
-:func:`train_many` runs :func:`modularity.train.train`'s recipe (METHODS.md 1.3, 1.4: Adam, then a
+:func:`train_many` runs :func:`modularity.train.train`'s recipe (docs/methods.md §1.3, 1.4: Adam, then a
 second Adam under the polynomial magnitude-pruning schedule) for N networks in one loop: their
 parameters are stacked along a leading network axis, so each step is one batched matrix product per
 layer (``torch.baddbmm``) and one Adam update per stacked tensor instead of N. Everything that makes a

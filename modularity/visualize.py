@@ -5,9 +5,9 @@ maximise the sub-cluster's activation, and so is an image for each of ``n_random
 sets of the same layer. A sub-cluster is *coherent with respect to input features* when its image
 reaches a higher activation than the random sets' images (right-sided rank test on the "loss", the
 reference's name for the objective reached) and when the network classifies its image more confidently
-(left-sided rank test on the entropy of the softmax). METHODS.md 6.1 and 6.2 describe the reference.
+(left-sided rank test on the entropy of the softmax). docs/methods.md §6.1 and 6.2 describe the reference.
 
-What is computed, per image (Lucid's ``render_vis`` rebuilt in PyTorch, METHODS.md 6.1):
+What is computed, per image (Lucid's ``render_vis`` rebuilt in PyTorch, docs/methods.md §6.1):
 
 * Objective = sum over the set's units of the mean post-ReLU activation (the mean over space for conv
   channels), read at the output of the layer's activation module (``LayerSpec.activation``).
@@ -113,7 +113,7 @@ def size_filter(subclusters: Sequence[Any], min_size: int = 4, max_prop: float =
     """Keep sub-clusters with ``min_size <= size < max_prop * layer_width`` (the reference's Lucid filter).
 
     The reference kept ``3 < size < 0.8 * width``: its function default was 5 but its stored images
-    include size 4 (METHODS.md 4). ``min_size`` is inclusive as in :func:`modularity.subclusters.subclusters`.
+    include size 4 (docs/methods.md §4). ``min_size`` is inclusive as in :func:`modularity.subclusters.subclusters`.
     Empty sub-clusters raise instead of being filtered.
     """
     kept = []
@@ -214,7 +214,7 @@ def coherence_statistics(vis: SubclusterVisualisation, correction: str = "holm",
     table has :data:`SUBCLUSTER_COLUMNS` plus ``p_loss_<correction>`` / ``p_entropy_<correction>``
     (corrected across the network's sub-clusters) and the parameters. The summary holds
     ``chi2_p_<stat>``, ``combined_p_<stat>`` (Fisher), ``effect_<stat>`` (the reference's factor,
-    METHODS.md 6.2) and the robust effect sizes of :func:`modularity.stats.coherence_summary` for
+    docs/methods.md §6.2) and the robust effect sizes of :func:`modularity.stats.coherence_summary` for
     ``stat`` in ``loss`` and ``entropy``.
     """
     from . import stats

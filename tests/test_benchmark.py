@@ -30,7 +30,7 @@ REFERENCE = paper_values.DEFAULT_REFERENCE
 
 
 def test_paper_values_match_methods_medians() -> None:
-    """Medians of the converted tables equal METHODS.md 8.2 / 8.3 (hand-copied from there)."""
+    """Medians of the converted tables equal docs/methods.md §8.2 / 8.3 (hand-copied from there)."""
     cl = paper_values.load_paper_values("clusterability")
     sel = cl[(cl.tag == "MNIST") & (cl.pruned) & (cl.k == 12)]
     assert len(sel) == 5
@@ -70,7 +70,7 @@ def test_table_specs_cover_the_paper_tables() -> None:
     assert list(tables) == list(plan.TABLE_ORDER)
     imp = tables["importance"]
     mlp = [g for g in imp.rows if g.family == "mlp"][0]
-    assert mlp.pruned == (True,) and set(mlp.k) == {8, 12, 18}  # METHODS 5.1: pruned MLPs
+    assert mlp.pruned == (True,) and set(mlp.k) == {8, 12, 18}  # docs/methods.md §5.1: pruned MLPs
     cnn = [g for g in imp.rows if g.family == "cnn"][0]
     assert cnn.pruned == (False,)  # unpruned small CNNs
     vgg = [g for g in tables["clusterability"].rows if g.family == "vgg"][0]
@@ -363,7 +363,7 @@ def test_coverage_classifies_every_reference_row() -> None:
                                   paper_values.load_paper_values(t.paper), profile=profile) for t in p.tables]
     papers = {t.paper: paper_values.load_paper_values(t.paper) for t in p.tables}
     cov = compare.coverage(cmps, papers)
-    # 75 + 6 (ImageNet, METHODS 8.2) clusterability, 13 lesion rows in two tables, 9 Lucid rows
+    # 75 + 6 (ImageNet, docs/methods.md §8.2) clusterability, 13 lesion rows in two tables, 9 Lucid rows
     assert len(cov) == 81 + 2 * 13 + 9
     assert len(cov.drop_duplicates(["reference_tag", "pruned", "k", "source"])) == 97 + 6
     assert set(cov["class"]) <= set(compare.COVERAGE) and (cov["why"] != "").all()
@@ -645,7 +645,7 @@ def test_flat_values_and_json_round_trip(tmp_path: Path) -> None:
 
 
 def test_every_cited_methods_section_exists_in_docs_methods() -> None:
-    """Every "METHODS.md N.M" / "methods §N.M" the code and docs cite is a section of docs/methods.md."""
+    """Every "docs/methods.md N.M" / "methods §N.M" the code and docs cite is a section of docs/methods.md."""
     import re
 
     repo = Path(__file__).resolve().parents[1]
@@ -653,7 +653,7 @@ def test_every_cited_methods_section_exists_in_docs_methods() -> None:
     have = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[ .]", text, flags=re.M))
     nine = text.split("\n## 9.", 1)[1]
     have |= {f"9.{n}" for n in re.findall(r"^(\d+)\. ", nine, flags=re.M)}
-    cite = re.compile(r"(?:METHODS(?:\.md)?|methods) ?§?((?:\d+(?:\.\d+)*)(?:(?:[-/,]| and |, §?| / )+\d+(?:\.\d+)*)*)")
+    cite = re.compile(r"(?:METHODS|methods)(?:\.md)? ?§?((?:\d+(?:\.\d+)*)(?:(?:[-/,]| and |, §?| / )+\d+(?:\.\d+)*)*)")
     cited: set[str] = set()
     for folder in ("modularity", "benchmark", "tests", "docs"):
         for path in (repo / folder).rglob("*"):

@@ -73,7 +73,7 @@ def test_paper_mlp_has_1818_vertices_and_a_symmetric_adjacency() -> None:
 
 def test_kernel_norms_entrywise_and_reference_matrix_1_norm() -> None:
     k = np.zeros((1, 1, 3, 3))
-    k[0, 0] = np.arange(9).reshape(3, 3) - 4  # METHODS 9.1: entry-wise 20, matrix 1-norm 7
+    k[0, 0] = np.arange(9).reshape(3, 3) - 4  # docs/methods.md §9.1: entry-wise 20, matrix 1-norm 7
     assert kernel_norms(k, "entrywise")[0, 0] == 20
     assert kernel_norms(k, "matrix1")[0, 0] == 7
     rng = np.random.default_rng(0)

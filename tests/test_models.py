@@ -53,7 +53,7 @@ def test_small_cnn_and_vgg_layouts() -> None:
     vgg = build_model("CNN-VGG-CIFAR10")
     specs = analysed_layers(vgg)
     assert [s.width for s in specs] == [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
-    assert sum(s.width for s in specs) == 4224  # METHODS.md 2.2
+    assert sum(s.width for s in specs) == 4224  # docs/methods.md §2.2
     assert all(s.batchnorm == f"bn{i}" for i, s in enumerate(specs, start=1))
     vgg.eval()
     assert vgg(torch.zeros(2, 3, 32, 32)).shape == (2, 10)

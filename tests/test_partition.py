@@ -40,7 +40,7 @@ def _set(module: torch.nn.Module, weight: np.ndarray) -> None:
 
 
 def _reference_test_graph() -> WeightGraph:
-    """METHODS.md 3.3: W = [[12,-1.3],[0,7.4]], [[-8.9,0.15],[0.23,-5.7]] (Keras in x out layout)."""
+    """docs/methods.md §3.3: W = [[12,-1.3],[0,7.4]], [[-8.9,0.15],[0.23,-5.7]] (Keras in x out layout)."""
     model = MLP(in_features=2, hidden=(2,), n_classes=2)
     _set(model.fc1, np.array([[12, -1.3], [0, 7.4]]).T)
     _set(model.fc2, np.array([[-8.9, 0.15], [0.23, -5.7]]).T)

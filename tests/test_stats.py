@@ -1,4 +1,4 @@
-"""Tests of modularity.stats: hand-computed values, the METHODS 5.7 table, property tests."""
+"""Tests of modularity.stats: hand-computed values, the docs/methods.md §5.7 table, property tests."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from modularity.errors import ModularityError
 RAW = Path(__file__).parent / "data" / "fashion_dropout_mlp_lesion_raw.csv"
 CLASSES = [f"correct_{i}" for i in range(10)]
 
-# METHODS.md 5.7 (3 significant digits): chi2_p_means, combined_p_means, chi2_p_ranges, combined_p_ranges,
+# docs/methods.md §5.7 (3 significant digits): chi2_p_means, combined_p_means, chi2_p_ranges, combined_p_ranges,
 # effect_means; plus the number of sub-clusters.
 TABLE_57 = {
     ("net_0", 4): (12, 1.59e-4, 9.42e-5, 0.490, 0.263, 1.207),
@@ -56,7 +56,7 @@ SIZES = np.full(10, 1000)
 
 
 def test_rank_pvalue_reference_unit_test():
-    # METHODS 5.3: compute_pvalue(0, arange(100)) = 1/101, (1, ...) = 2/101, (101, ...) = 1.
+    # docs/methods.md §5.3: compute_pvalue(0, arange(100)) = 1/101, (1, ...) = 2/101, (101, ...) = 1.
     r = np.arange(100)
     assert stats.rank_pvalue(0, r, "left") == pytest.approx(1 / 101)
     assert stats.rank_pvalue(1, r, "left") == pytest.approx(2 / 101)
@@ -208,13 +208,13 @@ def test_exact_arithmetic_finds_ties_that_floats_miss():
 
 
 # ----------------------------------------------------------------------------------------------------
-# lesion_summary against METHODS 5.7
+# lesion_summary against docs/methods.md §5.7
 # ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("network, k", sorted(TABLE_57))
 def test_lesion_summary_reproduces_methods_5_7(network, k):
-    """The METHODS 5.7 table from the raw counts, within the tie noise.
+    """The docs/methods.md §5.7 table from the raw counts, within the tie noise.
 
     Tolerances and why:
     * ``arithmetic="float"`` (the reference's float64 accuracies and strict ``<``) must reproduce every
@@ -226,7 +226,7 @@ def test_lesion_summary_reproduces_methods_5_7(network, k):
     * Network values: effect_means (tie-free) to 1e-3; Fisher's p is monotone in each percentile, so
       the table lies between Fisher on the strict and on the conservative percentiles (rigorous bound);
       chi2 is not monotone and the tie resolutions are too many to enumerate (up to 1e9), so it is
-      only held to a factor of 5 (the largest deviation here is 4.1x, net_0 k=8 ranges; METHODS 5.7
+      only held to a factor of 5 (the largest deviation here is 4.1x, net_0 k=8 ranges; docs/methods.md §5.7
       reports "up to a factor of 3" for the values it examined).
     """
     n_sub, *expected = TABLE_57[(network, k)]
@@ -238,7 +238,7 @@ def test_lesion_summary_reproduces_methods_5_7(network, k):
 
     assert strict["n_subclusters"] == n_sub and strict["n_random"] == 20
     assert strict["unlesioned_overall_acc"] == pytest.approx({"net_0": 0.8669, "net_1": 0.8654}[network])
-    assert 7 <= strict["n_ties_means"].sum() <= 20  # METHODS 5.7: "7 to 20 ties per network"
+    assert 7 <= strict["n_ties_means"].sum() <= 20  # docs/methods.md §5.7: "7 to 20 ties per network"
     for summary in (strict, flt):
         assert summary["effect_means"] == pytest.approx(ref["effect_means"], abs=1e-3)
     for key in P_KEYS:

@@ -2,9 +2,9 @@
 
 * Every ``nn.Linear`` / ``nn.Conv2d`` call is a weight layer; its output channels are units.
 * A model with any ``nn.Conv2d`` is a *conv* network: its units are the conv channels (all analysed;
-  inputs, dense layers and logits are not units, METHODS.md 2.2), named by the conv's dotted module name.
+  inputs, dense layers and logits are not units, docs/methods.md §2.2), named by the conv's dotted module name.
   Otherwise it is a *dense* network: ``input`` (the pixels), ``hidden1``..``hiddenN`` (analysed) and
-  ``output`` (the last Linear, the logits) are all units, as in the paper's MLP (METHODS.md 2.1).
+  ``output`` (the last Linear, the logits) are all units, as in the paper's MLP (docs/methods.md §2.1).
 * Post-activation value: from a layer's node, through its own norm (a norm reading only its output) and
   then the activation reading only that: the last of them is the layer's ``node``.
 * Dataflow (``Flow``): from each producer (a weight layer, or the input of a dense network) along
@@ -193,7 +193,7 @@ def _flows(gm: fx.GraphModule, modules: dict[str, nn.Module], role: dict[fx.Node
                         raise UnsupportedModelError(f"a view/reshape between {src!r} and conv {cur.target!r} "
                                                     "scrambles channels; not supported")
                     flows.append(Flow(src, names[cur], offset, norms))
-                continue  # dense layers of a conv net are not units (METHODS.md 2.2)
+                continue  # dense layers of a conv net are not units (docs/methods.md §2.2)
             if r == "norm":
                 if str(cur.target) != own:
                     norms = norms + ((str(cur.target), offset),)

@@ -22,7 +22,7 @@ from .transform import Transforms, _transform, _transform_params
 
 @dataclass(frozen=True)
 class VisConfig:
-    """How each image is optimised (defaults = the reference's Lucid call, METHODS.md 6.1)."""
+    """How each image is optimised (defaults = the reference's Lucid call, docs/methods.md §6.1)."""
 
     steps: int = 256
     lr: float = 0.05
@@ -224,7 +224,7 @@ def entropy_of_logits(logits: torch.Tensor | np.ndarray) -> np.ndarray:
     """Natural-log entropy of softmax(logits) per row (scipy.stats.entropy), computed in float64.
 
     Computing the softmax in float64 keeps small entropies accurate: the reference's float32 softmax
-    underflowed confident predictions to entropies of ~1e-30 (METHODS.md 9.13).
+    underflowed confident predictions to entropies of ~1e-30 (docs/methods.md §9.13).
     """
     from scipy.stats import entropy
 

@@ -1,13 +1,13 @@
 """What a lesion is: the specification every faster path is tested against.
 
 A *lesion* of units ``S`` of one layer sets their post-activation output to zero for the whole
-forward pass (METHODS.md 5.1: the reference zeroes the incoming weights and bias, which gives the same
+forward pass (docs/methods.md §5.1: the reference zeroes the incoming weights and bias, which gives the same
 ReLU output). The post-activation value is the one the architecture registry locates
 (:func:`modularity.arch.hook_point`): the layer's activation module, or the fx node of a functional
 activation / a shared ReLU module / a layer without activation (through a traced copy sharing the
 model's parameters). Where a BatchNorm follows the activation (CIFAR VGG) the default zeroes the
 output *after* the BN, so the channel is truly silent; ``before_batchnorm=True`` zeroes the ReLU
-output and lets the BN map it to its constant, as the reference did (METHODS.md 9.10).
+output and lets the BN map it to its constant, as the reference did (docs/methods.md §9.10).
 
 The definition is a forward hook, removed in ``finally`` (as Captum's ablations do); many lesions run
 in one batch by giving every image its own mask. :mod:`modularity.lesion.engine` is an optimisation of

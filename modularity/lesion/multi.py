@@ -1,4 +1,4 @@
-"""Lesions spanning several layers at once (double lesions, METHODS.md 5.6), by the definition itself.
+"""Lesions spanning several layers at once (double lesions, docs/methods.md §5.6), by the definition itself.
 
 Every lesion is a mapping ``layer -> unit indices``; all its layers' post-activation values are zeroed
 in the same forward pass (one hook per layer, removed in ``finally``), many lesions per batch. Near-tie
