@@ -61,10 +61,17 @@ push: $(STAMPS)/venv ## send the DVC cache (datasets, checkpoints, results) to t
 update-expected: setup ## rewrite the smoke profile's stored expected values (on purpose only)
 	$(PY) -m benchmark.reproduce --profile smoke --update-expected
 
-bench: setup ## performance benchmarks: ratios measured side by side, written to paper/performance.json
+bench: setup $(STAMPS)/bench ## performance benchmarks: ratios measured side by side, written to paper/performance.json
 	$(PY) -m benchmark.bench_clustering
 	$(PY) -m benchmark.bench_lesion
 	$(PY) -m benchmark.bench_visualize
+	$(PY) -m benchmark.bench_training
+	$(PY) -m benchmark.bench_numerics
+
+$(STAMPS)/bench: $(STAMPS)/venv pyproject.toml
+	@echo ">> installing the benchmark peers (Captum, torch-lucent: the [bench] extra)"
+	$(PY) -m pip install --quiet -c requirements.lock captum==0.9.0 torch-lucent==0.1.8
+	@touch $@
 
 lint: $(STAMPS)/venv ## ruff
 	$(VENV)/bin/ruff check modularity benchmark tests
