@@ -28,6 +28,12 @@ counts follow exactly. The FLOP limit (``flop_limit``) is the least arithmetic a
 the intact activations: the rank-|S| change of the next layer's pre-activations (``2 n |S| d_next``)
 and the rest of the network over its non-zero weights (``2 n nnz``), at the matrix-product rate.
 ``--quick`` runs a few hundred images and a handful of lesions (for tests).
+
+Generic path (:func:`compare_generic`, recorded under ``"lesion_generic"``; ``--only-generic`` runs just
+this): where the fast engine does not apply (here torchvision ResNet-18, not a flat ``nn.Sequential``),
+``lesion_counts`` runs the lesion definition's hook, many lesions per batched forward pass. It is timed
+against a plain forward hook and Captum ``LayerFeatureAblation`` (single and batched) on the same lesion
+sets, with the counts checked identical, and reported as lesions/s and generic/peer ratios.
 """
 
 from __future__ import annotations
@@ -67,9 +73,12 @@ def naive_counts(model: nn.Module, layer: str, units: np.ndarray, x: torch.Tenso
 
 
 def hook_counts(model: nn.Module, layer: str, units: np.ndarray, x: torch.Tensor, y: torch.Tensor,
-                n_classes: int, batch: int = 10000) -> np.ndarray:
-    """A plain forward hook zeroing the lesioned units' pre-activations (the layer's Linear output)."""
-    module = model.get_submodule(layer_by_name(model, layer).weight)
+                n_classes: int, batch: int = 10000, module_name: str | None = None) -> np.ndarray:
+    """A plain forward hook zeroing the lesioned units' pre-activations (the layer's Linear output).
+
+    ``module_name``: hook this module's output instead (channels on dimension 1).
+    """
+    module = model.get_submodule(module_name or layer_by_name(model, layer).weight)
     idx = torch.from_numpy(np.array(units, dtype=np.int64))
 
     def zero(_m: nn.Module, _inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
@@ -105,12 +114,17 @@ def _pack_disjoint(sets: list[np.ndarray]) -> list[list[int]]:
 
 
 def captum_counts(model: nn.Module, layer: str, sets: list[np.ndarray], x: torch.Tensor, y: torch.Tensor,
-                  n_classes: int, batched: bool) -> np.ndarray:
-    """Per-class correct counts after each lesion, with Captum's ``LayerFeatureAblation``."""
+                  n_classes: int, batched: bool, module_name: str | None = None) -> np.ndarray:
+    """Per-class correct counts after each lesion, with Captum's ``LayerFeatureAblation``.
+
+    ``module_name``: the module whose output (channels on dimension 1) is ablated; default the layer's
+    Linear.
+    """
     from captum.attr import LayerFeatureAblation
 
-    module = model.get_submodule(layer_by_name(model, layer).weight)
-    width = module.out_features
+    spec = layer_by_name(model, layer)
+    module = model.get_submodule(module_name or spec.weight)
+    width = spec.width
 
     def correct(inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return (model(inputs).argmax(1) == labels).float()
@@ -123,12 +137,15 @@ def captum_counts(model: nn.Module, layer: str, sets: list[np.ndarray], x: torch
         mask = torch.full((1, width), len(members), dtype=torch.int64)  # the rest of the layer: last group
         for g, i in enumerate(members):
             mask[0, torch.from_numpy(np.array(sets[i], dtype=np.int64))] = g
+        if x.ndim == 4 and module_name is not None:  # conv output (N, C, H, W): one group per channel
+            mask = mask[:, :, None, None]
         with torch.no_grad():
             attr = ablator.attribute(x, additional_forward_args=(y,), layer_mask=mask,
                                      perturbations_per_eval=len(members) + 1 if batched else 1)
         for i in members:
             unit = int(np.asarray(sets[i])[0])
-            lesioned = (intact - attr[:, unit]).round().bool()
+            a = attr[:, unit].flatten(1)[:, 0] if attr.ndim > 2 else attr[:, unit]
+            lesioned = (intact - a).round().bool()
             out[i] = torch.bincount(y[lesioned], minlength=n_classes).numpy()
     return out
 
@@ -314,6 +331,76 @@ def bench_network(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return res
 
 
+GENERIC_LAYER, GENERIC_MODULE = "conv1", "relu"
+"""ResNet-18's first layer and the module computing its post-activation value (called once per forward)."""
+
+
+def compare_generic(n_images: int, n_lesions: int, batched_captum: bool = True, seed: int = 0) -> dict[str, Any]:
+    """The generic exact lesion path (hooks, many lesions per batch) vs a plain forward hook and Captum.
+
+    Network: torchvision ``resnet18(weights=None, num_classes=10)`` (seeded random weights; not a flat
+    ``nn.Sequential``, so :func:`modularity.lesion.lesion_counts` must take its generic path, which its
+    ``stats["method"] == "hooks"`` confirms) on ``n_images`` random 3x32x32 images labelled by the intact
+    network's own predictions (so every image is correct before a lesion). Lesions: ``n_lesions`` random
+    sets of 4..32 of the 64 channels of ``conv1`` (its ReLU output). The generic path runs every lesion in
+    one call; the hook and Captum run one lesion set per call (Captum also batched: disjoint sets packed
+    into one layer mask); the counts of all must be identical.
+    """
+    import importlib.util
+
+    from torchvision.models import resnet18
+
+    torch.manual_seed(seed)
+    model = resnet18(weights=None, num_classes=10).eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n_images, 3, 32, 32, generator=g)
+    with torch.inference_mode():
+        y = model(x).argmax(1)
+    n_classes = 10
+    rng = np.random.default_rng(seed)
+    width = layer_by_name(model, GENERIC_LAYER).width
+    sets = [np.sort(rng.choice(width, size=int(rng.integers(4, 33)), replace=False)) for _ in range(n_lesions)]
+    stats: dict[str, Any] = {}
+    lesion_counts(model, GENERIC_LAYER, sets[:1], x, y)  # warm-up: tracing the copy, caches
+    t0 = time.perf_counter()
+    generic = lesion_counts(model, GENERIC_LAYER, sets, x, y, stats=stats)
+    generic_rate = len(sets) / (time.perf_counter() - t0)
+    res: dict[str, Any] = {"network": "torchvision resnet18(weights=None, num_classes=10), seeded random weights",
+                           "layer": GENERIC_LAYER, "hooked_module": GENERIC_MODULE, "n_images": n_images,
+                           "image_shape": [3, 32, 32], "lesions": len(sets), "engine_method": stats["method"],
+                           "generic_lesions_per_s": round(generic_rate, 3), "exact_float64_decisions": stats["exact_decisions"],
+                           "intact_correct": n_images, "mean_lesioned_correct": round(float(generic.sum(1).mean()), 2)}
+    print(f"generic path ({stats['method']}) on resnet18 {GENERIC_LAYER}, {n_images} images: "
+          f"{generic_rate:.2f} lesions/s", flush=True)
+
+    def timed(name: str, fn: Any) -> None:
+        t0 = time.perf_counter()
+        counts = fn()
+        rate = len(sets) / (time.perf_counter() - t0)
+        mismatches = int(sum(not np.array_equal(c, e) for c, e in zip(counts, generic, strict=True)))
+        res[name] = {"lesions_per_s": round(rate, 3), "generic_over_peer": round(generic_rate / rate, 2),
+                     "count_mismatches": mismatches}
+        print(f"  {name}: {rate:.3f} lesions/s, generic/{name} {generic_rate / rate:.2f}, mismatches {mismatches}",
+              flush=True)
+
+    timed("hook", lambda: [hook_counts(model, GENERIC_LAYER, u, x, y, n_classes, module_name=GENERIC_MODULE)
+                           for u in sets])
+    if importlib.util.find_spec("captum") is None:
+        res["captum_single"] = res["captum_batched"] = "not installed"
+    else:
+        import captum
+
+        res["captum_version"] = captum.__version__
+        timed("captum_single", lambda: captum_counts(model, GENERIC_LAYER, sets, x, y, n_classes, batched=False,
+                                                     module_name=GENERIC_MODULE))
+        if batched_captum:
+            timed("captum_batched", lambda: captum_counts(model, GENERIC_LAYER, sets, x, y, n_classes, batched=True,
+                                                          module_name=GENERIC_MODULE))
+    res["ratios"] = {f"generic_over_{k}": v["generic_over_peer"] if isinstance(v, dict) else v
+                     for k in ("hook", "captum_single", "captum_batched") if (v := res.get(k)) is not None}
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoints", default="data/checkpoints")
@@ -328,14 +415,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-cnn", action="store_true")
     p.add_argument("--peers", type=int, default=24,
                    help="MLP lesions timed with the hook and Captum (single, batched); 0 skips the peers")
-    p.add_argument("--quick", action="store_true", help="300 images, 1 draw, 2 naive and 3 peer lesions, no CNN (for tests)")
+    p.add_argument("--generic-images", type=int, default=64, help="images for the generic-path comparison (ResNet-18)")
+    p.add_argument("--generic-lesions", type=int, default=24, help="lesions for the generic-path comparison; 0 skips it")
+    p.add_argument("--only-generic", action="store_true",
+                   help="run only the generic-path comparison (recorded under 'lesion_generic')")
+    p.add_argument("--quick", action="store_true",
+                   help="300 images, 1 draw, 2 naive and 3 peer lesions, no CNN; generic: 8 images, 3 lesions (for tests)")
     p.add_argument("--out", type=Path, default=PERFORMANCE_JSON)
     p.add_argument("--no-record", action="store_true", help="print only; do not write paper/performance.json")
     args = p.parse_args(argv)
     if args.quick:
         args.images, args.mlp_draws, args.naive, args.peers, args.skip_cnn = 300, 1, 2, 3, True
+        args.generic_images, args.generic_lesions = 8, 3
     root = Path(args.checkpoints)
     torch.set_num_threads(args.threads)
+    if args.generic_lesions:
+        generic = {**compare_generic(args.generic_images, args.generic_lesions), "threads": args.threads,
+                   "quick": args.quick}
+        if not args.no_record:
+            record("lesion_generic", generic, path=args.out)
+            print(f"recorded under 'lesion_generic' in {args.out}")
+    if args.only_generic:
+        return 0
     matmul_rate = matmul_flops_per_s(1024 if args.quick else 4096)
     print(f"plain 4096^2 matmul: {matmul_rate / 1e9:.1f} GFLOP/s, torch threads {torch.get_num_threads()}")
     results: dict[str, Any] = {"matmul_gflop_per_s": round(matmul_rate / 1e9, 2), "threads": args.threads}

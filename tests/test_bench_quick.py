@@ -39,7 +39,7 @@ def test_bench_lesion_quick(tmp_path: Path) -> None:
     from benchmark import bench_lesion
 
     out = tmp_path / "perf.json"
-    assert bench_lesion.main(["--quick", "--out", str(out)]) == 0
+    assert bench_lesion.main(["--quick", "--generic-lesions", "0", "--out", str(out)]) == 0
     res = _recorded(out, "lesion")
     peers = res["mlp"]["peers"]
     assert res["mlp"]["naive_engine_count_mismatches"] == 0 and peers["hook"]["count_mismatches"] == 0
@@ -50,6 +50,45 @@ def test_bench_lesion_quick(tmp_path: Path) -> None:
     assert 0 < peers["flop_limit"]["engine_fraction_of_limit"]
     assert set(res["peer_ratios"]) == {"vs_naive", "vs_hook", "vs_captum_single", "vs_captum_batched",
                                        "fraction_of_flop_limit"}
+
+
+def test_bench_lesion_generic_quick(tmp_path: Path) -> None:
+    """The generic (hooked) lesion path on ResNet-18 gives the plain hook's and Captum's counts."""
+    from benchmark import bench_lesion
+
+    out = tmp_path / "perf.json"
+    assert bench_lesion.main(["--quick", "--only-generic", "--out", str(out)]) == 0
+    res = _recorded(out, "lesion_generic")
+    assert "lesion" not in json.loads(out.read_text())  # --only-generic runs nothing else
+    assert res["engine_method"] == "hooks" and res["lesions"] == 3 and res["generic_lesions_per_s"] > 0
+    assert res["hook"]["count_mismatches"] == 0 and res["ratios"]["generic_over_hook"] > 0
+    if importlib.util.find_spec("captum") is None:
+        assert res["captum_single"] == "not installed"
+    else:
+        assert res["captum_single"]["count_mismatches"] == res["captum_batched"]["count_mismatches"] == 0
+        assert set(res["ratios"]) == {"generic_over_hook", "generic_over_captum_single", "generic_over_captum_batched"}
+
+
+def test_generic_lesion_peers_see_the_lesion() -> None:
+    """The hook and Captum peers are not vacuous: a lesion of every channel changes their counts."""
+    import numpy as np
+    import torch
+    from torchvision.models import resnet18
+
+    from benchmark import bench_lesion
+
+    torch.manual_seed(0)
+    model = resnet18(weights=None, num_classes=10).eval()
+    x = torch.rand(4, 3, 32, 32)
+    with torch.inference_mode():
+        y = model(x).argmax(1)
+    everything = np.arange(64)
+    hooked = bench_lesion.hook_counts(model, "conv1", everything, x, y, 10, module_name="relu")
+    generic = bench_lesion.lesion_counts(model, "conv1", [everything], x, y)[0]
+    assert np.array_equal(hooked, generic) and hooked.sum() < len(x)  # the intact network gets all right
+    if importlib.util.find_spec("captum") is not None:
+        captum = bench_lesion.captum_counts(model, "conv1", [everything[:63]], x, y, 10, batched=False, module_name="relu")
+        assert np.array_equal(captum[0], bench_lesion.lesion_counts(model, "conv1", [everything[:63]], x, y)[0])
 
 
 def test_bench_visualize_quick(tmp_path: Path) -> None:
