@@ -114,16 +114,21 @@ def feature_row(axes: Sequence[Any], images: np.ndarray, labels: Sequence[str] |
         if d >= len(images):
             ax.axis("off")
             continue
-        img = np.asarray(images[d])
-        if img.shape[0] == 1:
-            ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        else:
-            ax.imshow(np.clip(np.moveaxis(img, 0, -1), 0, 1), interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        show_image(ax, images[d])
         color, width = ("tab:red", 2.0) if d == 0 else ("0.7", 0.6)
         for spine in ax.spines.values():
             spine.set_edgecolor(color)
             spine.set_linewidth(width)
         if labels is not None:
             ax.set_title(labels[d], fontsize=6, pad=2)
+
+
+def show_image(ax: Any, image: Any) -> None:
+    """Draw one (C, H, W) image in [0, 1] without ticks: grey for one channel, RGB for three."""
+    img = np.asarray(image)
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(np.moveaxis(img, 0, -1), 0, 1), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])

@@ -297,6 +297,7 @@ def plot_grid(vis: SubclusterVisualisation, path: str | Path, title: str = "",
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import show_image
     from .utils import atomic_path
 
     n_sub, n_img = vis.images.shape[:2]
@@ -308,13 +309,7 @@ def plot_grid(vis: SubclusterVisualisation, path: str | Path, title: str = "",
         sc = vis.subclusters[s]
         for d in range(n_img):
             ax = axes[s, d]
-            img = vis.images[s, d]
-            if img.shape[0] == 1:
-                ax.imshow(img[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-            else:
-                ax.imshow(np.clip(np.moveaxis(img, 0, -1), 0, 1), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
+            show_image(ax, vis.images[s, d])
             row = t.loc[(s, d)]
             cls = int(row["predicted_class"])
             name = class_names[cls] if class_names is not None else str(cls)
