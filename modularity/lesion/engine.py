@@ -422,13 +422,22 @@ def _add_bounds(plan: _Plan) -> None:
 
 
 def _bytes_per_image(model: nn.Module, example: torch.Tensor) -> int:
-    """Bytes of all intermediate outputs of one image's forward pass (for sizing chunks)."""
-    total = 0
+    """Bytes of all intermediate outputs of one image's forward pass (for sizing chunks).
 
-    def hook(_m: nn.Module, _i: object, out: object) -> None:
+    Without oneDNN (pinned numerics, ``modularity/numerics.py``) a convolution runs as im2col + a matrix
+    product, whose column buffer (in_channels/groups x kernel area x output pixels per image) is counted
+    too: for a 3x3 convolution it is 9x the layer's input.
+    """
+    total = 0
+    im2col = not torch.backends.mkldnn.enabled
+
+    def hook(m: nn.Module, _i: object, out: object) -> None:
         nonlocal total
         if isinstance(out, torch.Tensor):
             total += out.numel() * out.element_size()
+            if im2col and isinstance(m, nn.Conv2d) and out.ndim == 4:
+                kh, kw = m.kernel_size
+                total += (m.in_channels // m.groups) * kh * kw * out.shape[-2] * out.shape[-1] * out.element_size()
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
