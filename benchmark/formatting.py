@@ -10,6 +10,7 @@ Show them as powers of ten, and put the robust log effect (median over sub-clust
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 DASH = "–"
 
@@ -30,6 +31,13 @@ def fmt_factor(x: float | None, digits: int = 3) -> str:
     return f"{x:.{digits}g}"
 
 
+def _with_interval(text: str, one: Callable[[float | None], str], low: float | None, high: float | None) -> str:
+    """``text`` followed by `` [low, high]`` (each formatted by ``one``) unless both bounds are missing."""
+    if _missing(low) and _missing(high):
+        return text
+    return f"{text} [{one(low)}, {one(high)}]"
+
+
 def fmt_log_effect(value: float | None, low: float | None = None, high: float | None = None, digits: int = 2) -> str:
     """A log effect with its interval: ``0.35 [0.12, 0.61]``; ``–`` where undefined."""
     if _missing(value):
@@ -43,10 +51,7 @@ def fmt_log_effect(value: float | None, low: float | None = None, high: float | 
             return "inf" if v > 0 else "-inf"
         return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:.3g}"
 
-    text = one(value)
-    if not (_missing(low) and _missing(high)):
-        text += f" [{one(low)}, {one(high)}]"
-    return text
+    return _with_interval(one(value), one, low, high)
 
 
 def fmt_log_effect_factor(value: float | None, low: float | None = None, high: float | None = None) -> str:
@@ -62,10 +67,7 @@ def fmt_log_effect_factor(value: float | None, low: float | None = None, high: f
             return f"10^{v / math.log(10):.1f}"
         return f"{math.exp(v):.3g}"
 
-    text = "×" + one(value)
-    if not (_missing(low) and _missing(high)):
-        text += f" [{one(low)}, {one(high)}]"
-    return text
+    return _with_interval("×" + one(value), one, low, high)
 
 
 def fmt_effect_pair(factor: float | None, log_effect: float | None, low: float | None = None,
