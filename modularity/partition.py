@@ -9,7 +9,7 @@
   with the null distribution: mean, population stdev, z-score and rank percentile ``(r+1)/(n+1)`` with
   ``r = #{null < true}``. The shuffles run in parallel with joblib and are seeded per shuffle.
 
-The ``python -m modularity cluster CHECKPOINT`` command lives here as well (:func:`add_cli`).
+The ``python -m modularity cluster CHECKPOINT`` command runs :func:`_cluster_command` (its parser: :mod:`modularity.commands`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from scipy import sparse
 from torch import nn
 
 from . import validate
+from .choices import EIGEN_SOLVERS
 from .errors import ModularityError
 from .graph import Block, WeightGraph, adjacency_from_blocks, graph_of
 from .utils import atomic_path, rng_for, write_json_atomic
 
 EigenSolver = Literal["arpack", "amg", "lobpcg", "dense"]
-EIGEN_SOLVERS: tuple[str, ...] = ("arpack", "amg", "lobpcg", "dense")
 DENSE_MAX_VERTICES = 6000  # eigen_solver="dense" holds an n x n float64 matrix and costs O(n^3)
 NCUT_EPS = 1e-8  # added to every cluster volume, as the reference does
 LARGE_GRAPH = 2000  # above this many vertices the reference uses 100 k-means restarts instead of 25
@@ -334,28 +334,6 @@ def _run_shuffles(graph: WeightGraph, k: int, seed: int, n: int, n_jobs: int, n_
 
 # --------------------------------------------------------------------------------------------------
 # CLI: python -m modularity cluster CHECKPOINT --k 12
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``cluster CHECKPOINT --k 12 [--seed 0] [--shuffles N] [--out DIR]``."""
-    p = subparsers.add_parser("cluster", help="partition a checkpoint's weight graph; optional shuffle null",
-                              description="Spectral clustering of a checkpoint's weight graph. Writes "
-                              "<stem>-k<K>-seed<S>-labels.csv (layer,index,label) and -summary.json.")
-    p.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint .pt written by `train` (with its .json)")
-    from .user_model import add_model_options
-
-    add_model_options(p, data=False)  # or your own network: --model MODULE:FACTORY [--weights W.pt]
-    p.add_argument("--k", type=int, default=12, help="number of clusters (default 12)")
-    p.add_argument("--seed", type=int, default=0, help="clustering seed (default 0)")
-    p.add_argument("--shuffles", type=int, default=0, help="layer shuffles for the clusterability null (default 0)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default: the checkpoint's folder)")
-    p.add_argument("--n-init", type=int, default=None, help="k-means restarts (default 25, 100 above 2000 vertices)")
-    p.add_argument("--eigen-solver", choices=EIGEN_SOLVERS, default="arpack")
-    p.add_argument("--conv-norm", choices=("entrywise", "matrix1"), default="entrywise",
-                   help="kernel-slice norm for conv edges (matrix1 = the reference code)")
-    p.add_argument("--no-fold-batchnorm", action="store_true", help="ignore batch norm (the reference's VGG graphs)")
-    p.add_argument("--jobs", type=int, default=-1, help="parallel shuffles (joblib n_jobs, default all cores)")
-    p.set_defaults(func=_cluster_command)
 
 
 def output_paths(checkpoint: Path, k: int, seed: int, out: Path | None = None) -> tuple[Path, Path]:

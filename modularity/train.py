@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import validate
+from .choices import DEFAULT_CHECKPOINT_ROOT
 from .data import Dataset, load_dataset
 from .errors import ModularityError
 from .models import TagSpec, apply_mod_init, build_model, checkpoint_path, save_checkpoint, spec_dict, tag_spec
@@ -33,7 +34,7 @@ from .progress import bar as progress_bar
 from .utils import default_device, rng_for, seed_everything, staged_path
 
 INITIAL_SPARSITY, FINAL_SPARSITY, PRUNE_FREQUENCY, PRUNE_POWER = 0.5, 0.9, 10, 3
-DEFAULT_ROOT = Path("data/checkpoints")
+DEFAULT_ROOT = DEFAULT_CHECKPOINT_ROOT
 
 
 def polynomial_sparsity(step: int, end_step: int, initial: float = INITIAL_SPARSITY,
@@ -214,18 +215,6 @@ def _save(model: nn.Module, root: Path, tag: str, seed: int, pruned: bool, data:
 
 # --------------------------------------------------------------------------------------------------
 # CLI
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a tag's network and prune it (two checkpoints)")
-    p.add_argument("--tag", required=True, help="model tag, e.g. MNIST, FASHION+DROPOUT, CNN-MNIST")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="unpruned epochs (default: the tag's)")
-    p.add_argument("--pruning-epochs", type=int, default=None, help="pruning epochs (default: the tag's)")
-    p.add_argument("--train-subsample", type=int, default=None, help="train on N random training images")
-    p.add_argument("--out", default=str(DEFAULT_ROOT), help="checkpoint root (default: data/checkpoints)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:

@@ -27,15 +27,6 @@ from torch import nn
 from .errors import ModularityError
 
 
-def add_model_options(p: argparse.ArgumentParser, data: bool = True) -> None:
-    """Make the checkpoint optional and add ``--model``, ``--weights`` (and ``--data``)."""
-    p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
-                   help="your own network instead of a checkpoint: an nn.Module class or factory function")
-    p.add_argument("--weights", type=Path, default=None, help="state_dict .pt for --model (torch.save(model.state_dict()))")
-    if data:
-        p.add_argument("--data", type=Path, default=None, help="test data for --model: .npz with x and y (or x_test, y_test)")
-
-
 def build_user_model(spec: str, weights: Path | None = None) -> nn.Module:
     """Import ``module:factory``, build the model, load ``weights``; eval mode."""
     if ":" not in spec:

@@ -32,16 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .choices import CORRECTION_METHODS, TIE_RULES
 from .errors import CheckpointError, ModularityError
-
-#: Rank tie rules of :mod:`modularity.stats` (kept here so the CLI can list them without importing it).
-TIE_RULES: tuple[str, ...] = ("strict", "mid", "conservative")
-
-#: ``statsmodels.stats.multitest.multipletests`` methods (tests check the list against statsmodels).
-CORRECTION_METHODS: tuple[str, ...] = (
-    "bonferroni", "sidak", "holm-sidak", "holm", "simes-hochberg", "hommel", "fdr_bh", "fdr_by",
-    "fdr_tsbh", "fdr_tsbky",
-)
 
 #: The intact network's balanced accuracy must exceed ``1/n_classes`` by at least this much.
 CHANCE_MARGIN = 0.02

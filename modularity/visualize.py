@@ -341,37 +341,6 @@ def plot_grid(vis: SubclusterVisualisation, path: str | Path, title: str = "",
 # CLI
 
 
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("coherence", help="input coherence of a checkpoint's sub-clusters (feature visualisation)",
-                       description="Partition a checkpoint's network, optimise an image for every sub-cluster and "
-                                   "its random sets, and write the per-sub-cluster CSV, the per-image CSV, a JSON "
-                                   "summary and a PNG grid.")
-    p.add_argument("checkpoint", type=Path, nargs="?", help="checkpoint .pt written by `modularity train`")
-    from .user_model import add_model_options
-
-    add_model_options(p, data=False)
-    p.add_argument("--image-shape", type=int, nargs=3, default=None, metavar=("C", "H", "W"),
-                   help="input image shape for --model (default: told from the model)")
-    p.add_argument("--k", type=int, default=12, help="number of spectral clusters (default 12)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the partition, the random sets and the images")
-    p.add_argument("--n-random", type=int, default=9, help="random sets per sub-cluster (default 9)")
-    p.add_argument("--steps", type=int, default=256, help="Adam updates per image (default 256)")
-    p.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
-    p.add_argument("--min-size", type=int, default=4, help="keep sub-clusters with size >= MIN_SIZE (default 4)")
-    p.add_argument("--max-prop", type=float, default=0.8, help="... and size < MAX_PROP * layer width (default 0.8)")
-    p.add_argument("--no-relu-override", action="store_true", help="plain ReLU gradients (no Lucid override)")
-    p.add_argument("--pixels", action="store_true", help="pixel parameterisation instead of Fourier")
-    p.add_argument("--transforms", action="store_true", help="random jitter/scale/rotation each step")
-    p.add_argument("--correction", default="holm", choices=validate.CORRECTION_METHODS,
-                   help="statsmodels multipletests method (default holm)")
-    p.add_argument("--ties", default="strict", choices=validate.TIE_RULES,
-                   help="how a random image with exactly the true value counts (modularity.stats; default strict)")
-    p.add_argument("--batch-size", type=int, default=256, help="images optimised at once (memory, not results)")
-    p.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: <checkpoint folder>/<pruned|unpruned>-k<K>-seed<S>-coherence)")
-    p.set_defaults(func=_cli)
-
-
 def _cli(args: argparse.Namespace) -> int:
     from .graph import graph_of
     from .naming import cli_output

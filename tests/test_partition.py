@@ -279,9 +279,8 @@ def test_clusterability_rejects_bad_shuffle_count() -> None:
 
 
 @pytest.fixture
-def main(monkeypatch):
-    """``cli.main`` with only this module's sub-command (other steps' modules may not exist yet)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("modularity.partition",))
+def main():
+    """``cli.main`` (the cluster command's parser is in modularity.commands, its function here)."""
     return cli.main
 
 

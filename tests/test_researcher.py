@@ -4,7 +4,6 @@ global ``--device`` / ``--no-progress`` options and invalid options refused at o
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import subprocess
 import sys
@@ -56,18 +55,23 @@ def test_public_functions_stay_functions_after_their_module_is_imported() -> Non
     assert out.stdout.strip() == "ok", out.stderr
 
 
-def test_static_command_helps_match_the_modules() -> None:
-    """``--help`` lists commands without importing them; its texts must be the modules' own."""
-    from modularity import cli
-
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    helps = {a.dest: a.help for a in sub._choices_actions}
-    assert helps == {name: text for name, (_, text) in cli.COMMANDS.items()}
-    for name, (module, _) in cli.COMMANDS.items():
-        lazy = cli.build_parser(name, lazy=True)
-        lazy_sub = next(a for a in lazy._actions if isinstance(a, argparse._SubParsersAction))
-        assert lazy_sub.choices[name].format_help() == sub.choices[name].format_help(), (name, module)
+def test_every_command_parser_is_torch_free_and_runs_its_modules_function() -> None:
+    """The parsers (modularity.commands) import no heavy module; each command's runner names a real function."""
+    code = ("import sys, argparse, importlib\n"
+            "from modularity import cli\n"
+            "parser = cli.build_parser()\n"
+            "sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))\n"
+            "helps = {a.dest: a.help for a in sub._choices_actions}\n"
+            "assert helps == cli.COMMANDS, helps\n"
+            "targets = {n: p.get_default('func').target for n, p in sub.choices.items()}\n"
+            f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules])\n"
+            "for name, target in targets.items():\n"
+            "    module, fn = target.split(':')\n"
+            "    assert callable(getattr(importlib.import_module(module), fn)), target\n"
+            "print('ok', sorted(targets))")
+    out = _python(code)
+    assert "LOADED []" in out.stdout, out.stdout + out.stderr
+    assert "ok ['cluster', 'coherence', 'data', 'importance', 'train']" in out.stdout, out.stderr
 
 
 # ------------------------------------------------------------------------------------------------ progress
@@ -148,26 +152,44 @@ def test_bogus_device_fails_fast_with_one_line(command: str) -> None:
     assert elapsed < 1.0, elapsed  # the interpreter start included: the parse loads no torch
 
 
+#: One invalid option per command: (arguments, what the one error line must say).
+INVALID_OPTIONS = {
+    "data": (("data", "fetch"), "argument action: invalid choice: 'fetch'"),
+    "train": (("train", "--tag", "MNIST", "--seed", "one"), "argument --seed: invalid int value: 'one'"),
+    "cluster": (("cluster", "ckpt.pt", "--eigen-solver", "qr"), "argument --eigen-solver: invalid choice: 'qr'"),
+    "importance": (("importance", "ckpt.pt", "--ties", "bogus"), "argument --ties: invalid choice: 'bogus'"),
+    "coherence": (("coherence", "ckpt.pt", "--correction", "bogus"), "argument --correction: invalid choice: 'bogus'"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(INVALID_OPTIONS))
+def test_invalid_subcommand_option_fails_in_under_a_second_with_one_line(command: str) -> None:
+    """A refused option is one line and exit 2, and comes before torch is imported (the interpreter start
+    included, well under a second: importing torch alone takes about two here)."""
+    args, message = INVALID_OPTIONS[command]
+    t0 = time.perf_counter()
+    out = _cli(*args)
+    elapsed = time.perf_counter() - t0
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and message in out.stderr, out.stderr
+    assert out.stderr.startswith(f"python -m modularity {command}: error:"), out.stderr
+    assert elapsed < 1.0, elapsed
+
+
 @pytest.mark.parametrize("command", ["cluster", "importance", "coherence"])
 def test_bad_subcommand_option_fails_before_any_work(command: str, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """A malformed option is an argparse error (exit 2, one error line) before the command runs."""
-    from modularity import cli
+    """A malformed option is an argparse error (exit 2, one error line) before the command's function runs."""
+    from modularity import cli, commands
 
-    module = importlib.import_module(cli.COMMANDS[command][0])
     calls: list[str] = []
-    original = module.add_cli
-
-    def add_cli(sub: argparse._SubParsersAction) -> None:
-        original(sub)
-        sub.choices[command].set_defaults(func=lambda args: calls.append("ran") or 0)
-
-    monkeypatch.setattr(module, "add_cli", add_cli)
+    monkeypatch.setattr(commands.Runner, "__call__", lambda self, args: calls.append("ran") or 0)
     with pytest.raises(SystemExit) as exc:
         cli.main([command, "ckpt.pt", "--k", "twelve"])
     assert exc.value.code == 2 and calls == []
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "argument --k: invalid int value: 'twelve'" in err[-1]
+    assert cli.main(["--no-progress", command, "ckpt.pt", "--k", "12"]) == 0 and calls == ["ran"]  # the stub can run
 
 
 def test_global_options_parse_and_set_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,7 +203,7 @@ def test_global_options_parse_and_set_the_environment(monkeypatch: pytest.Monkey
         seen.update(progress=os.environ.get("MODULARITY_PROGRESS"), device=os.environ.get("MODULARITY_DEVICE"))
         return 0
 
-    parser = cli.build_parser("data", lazy=True)
+    parser = cli.build_parser()
     args = parser.parse_args(["--no-progress", "--device", "cpu", "data", "status"])
     assert args.global_no_progress and args.device == "cpu" and args.command == "data"
     args.func = fake
@@ -206,7 +228,7 @@ def test_default_device_follows_the_option(monkeypatch: pytest.MonkeyPatch) -> N
     from modularity.utils import default_device
 
     monkeypatch.delenv("MODULARITY_DEVICE", raising=False)
-    cli._apply_globals(cli.build_parser("train", lazy=True).parse_args(["--device", "cpu", "train", "--tag", "X"]))
+    cli._apply_globals(cli.build_parser().parse_args(["--device", "cpu", "train", "--tag", "X"]))
     assert default_device().type == "cpu"
 
 

@@ -405,8 +405,10 @@ def test_image_shapes_of_the_papers_models() -> None:
 def run_cli(argv: list[str]) -> int:
     import argparse
 
+    from modularity.commands import add_coherence
+
     parser = argparse.ArgumentParser()
-    V.add_cli(parser.add_subparsers(dest="command", required=True))
+    add_coherence(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["coherence", *argv])
     return args.func(args)
 
