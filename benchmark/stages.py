@@ -252,7 +252,9 @@ def coherence_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: lis
     model, _ = load_network(root, tag, seed, pruned)
     final = result_dir(root, "coherence", tag, seed, pruned)
     header = _header(profile, "coherence", tag, seed, pruned, settings)
-    config = VisConfig(steps=int(settings.get("steps", 256)))
+    window = settings.get("relu_override_steps")  # None: the override on every update; 17: Lucid's window
+    config = VisConfig(steps=int(settings.get("steps", 256)),
+                       relu_override_steps=None if window is None else int(window))
     with staged_dir(final) as out:
         for k in ks:
             subs = _subclusters(model, profile, k, seed)

@@ -141,6 +141,8 @@ def add_coherence(sub: Subparsers) -> None:
     p.add_argument("--min-size", type=int, default=4, help="keep sub-clusters with size >= MIN_SIZE (default 4)")
     p.add_argument("--max-prop", type=float, default=0.8, help="... and size < MAX_PROP * layer width (default 0.8)")
     p.add_argument("--no-relu-override", action="store_true", help="plain ReLU gradients (no Lucid override)")
+    p.add_argument("--relu-override-steps", type=int, default=None, metavar="N",
+                   help="use the override for the first N updates only (default: every update; Lucid's window is 17)")
     p.add_argument("--pixels", action="store_true", help="pixel parameterisation instead of Fourier")
     p.add_argument("--transforms", action="store_true", help="random jitter/scale/rotation each step")
     p.add_argument("--correction", default="holm", choices=CORRECTION_METHODS,

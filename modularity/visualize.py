@@ -354,7 +354,7 @@ def _cli(args: argparse.Namespace) -> int:
     out = args.out or cli_output(source, "coherence", args.k, args.seed)
     part = partition(graph_of(model), k=args.k, seed=args.seed)
     config = VisConfig(steps=args.steps, lr=args.lr, fft=not args.pixels,
-                       relu_gradient_override=not args.no_relu_override,
+                       relu_gradient_override=not args.no_relu_override, relu_override_steps=args.relu_override_steps,
                        transforms=Transforms() if args.transforms else None)
     vis = visualize_subclusters(model, subclusters(part), args.n_random, args.seed, config, min_size=args.min_size,
                                 max_prop=args.max_prop, batch_size=args.batch_size,

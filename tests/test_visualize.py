@@ -133,6 +133,29 @@ def test_relu_override_revives_a_dead_unit() -> None:
     assert lucid.table.activation[0] > 2.0  # the override pushes x up until the unit is alive (max 6)
 
 
+def test_relu_override_window_switches_to_the_plain_gradient() -> None:
+    """Lucid applies the override while its global step is <= 16: ``relu_override_steps`` is that window.
+    A window of 0 is the plain gradient, a window as long as the run is the override on every update, and
+    the inactive module's backward is the ordinary ReLU gradient (by hand)."""
+    x = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    relu = V.RedirectedReLU()
+    relu.active = False
+    relu(x).backward(torch.tensor([[-1.0, 1.0]]))
+    assert torch.equal(x.grad, torch.zeros(1, 2))  # all dead and inactive: nothing passes
+    m = dead_unit_mlp()
+    target, key = [("hidden1", np.array([0]))], [("x",)]
+    run = lambda **kw: V.visualize_sets(m, target, key, 0, V.VisConfig(steps=40, **kw), device=CPU)  # noqa: E731
+    plain, always = run(relu_gradient_override=False), run()
+    assert np.array_equal(run(relu_override_steps=0).images, plain.images)
+    assert np.array_equal(run(relu_override_steps=40).images, always.images)
+    windowed = run(relu_override_steps=17)
+    assert not np.array_equal(windowed.images, always.images) and not np.array_equal(windowed.images, plain.images)
+    assert "relu_override_steps" not in V.VisConfig().as_dict() and V.VisConfig(relu_override_steps=17).as_dict()[
+        "relu_override_steps"] == 17
+    with pytest.raises(ModularityError, match="relu_override_steps"):
+        V.VisConfig(relu_override_steps=-1)
+
+
 # --------------------------------------------------------------------------------------------------
 # The optimisation finds a known preferred input
 

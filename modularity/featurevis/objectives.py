@@ -28,25 +28,43 @@ class _RedirectedReLUFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, active: bool = True) -> torch.Tensor:
         ctx.save_for_backward(x)
+        ctx.active = active
         return x.clamp_min(0)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (x,) = ctx.saved_tensors
         dead = x < 0
         relu_grad = torch.where(dead, torch.zeros_like(grad), grad)
+        if not ctx.active:  # outside the override window: the ordinary ReLU gradient
+            return relu_grad, None
         redirected = torch.where(dead & (grad > 0), torch.zeros_like(grad), grad)
         passes = relu_grad.reshape(grad.shape[0], -1).norm(dim=1) > 0
-        return torch.where(passes.view(-1, *([1] * (grad.dim() - 1))), relu_grad, redirected)
+        return torch.where(passes.view(-1, *([1] * (grad.dim() - 1))), relu_grad, redirected), None
 
 
 class RedirectedReLU(nn.Module):
-    """Drop-in replacement for ``nn.ReLU`` with Lucid's gradient override (same forward)."""
+    """Drop-in replacement for ``nn.ReLU`` with Lucid's gradient override (same forward).
+
+    ``active`` switches the override off (ordinary ReLU gradient) without rebuilding the network: the
+    renderer uses it for an override window (``VisConfig.relu_override_steps``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _RedirectedReLUFunction.apply(x)
+        return _RedirectedReLUFunction.apply(x, self.active)
+
+
+def set_override_active(net: nn.Module, active: bool) -> None:
+    """Switch every :class:`RedirectedReLU` of ``net`` on or off."""
+    for module in net.modules():
+        if isinstance(module, RedirectedReLU):
+            module.active = active
 
 
 def _replace_relus(root: nn.Module) -> None:

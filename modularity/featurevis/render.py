@@ -15,7 +15,7 @@ from torch import nn
 from ..arch import LayerSpec, input_shape, layer_by_name, layer_specs
 from ..errors import ModularityError
 from ..utils import default_device, rng_for
-from .objectives import UnitSetObjective, _Activations, _working_copy
+from .objectives import UnitSetObjective, _Activations, _working_copy, set_override_active
 from .param import ImageBatch
 from .transform import Transforms, _transform, _transform_params
 
@@ -31,6 +31,9 @@ class VisConfig:
     init_sd: float = 0.01
     decay_power: float = 1.0
     relu_gradient_override: bool = True
+    #: Updates that use the override (the first N, 0-based step < N); None: every update (the default).
+    #: Lucid applies it while its global step is <= 16, i.e. to the first 17 updates: ``17`` is Lucid's.
+    relu_override_steps: int | None = None
     transforms: Transforms | None = None
 
     def __post_init__(self) -> None:
@@ -40,10 +43,14 @@ class VisConfig:
             raise ModularityError(f"lr must be > 0, got {self.lr}")
         if not self.init_sd > 0:
             raise ModularityError(f"init_sd must be > 0, got {self.init_sd}")
+        if self.relu_override_steps is not None and self.relu_override_steps < 0:
+            raise ModularityError(f"relu_override_steps must be >= 0 or None, got {self.relu_override_steps}")
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["transforms"] = None if self.transforms is None else asdict(self.transforms)
+        if d["relu_override_steps"] is None:  # every update: recorded only when windowed (older tables unchanged)
+            del d["relu_override_steps"]
         return d
 
 
@@ -202,7 +209,10 @@ def _optimise_chunk(net: nn.Module, targets: list[tuple[str, np.ndarray]], keys:
         tparams = torch.from_numpy(np.stack([_transform_params(config.transforms, config.steps, g) for g in tgens],
                                             axis=1)).to(device)  # (steps, B, 4)
     opt = torch.optim.Adam(param.parameters(), lr=config.lr)
+    window = config.relu_override_steps if config.relu_gradient_override else None
     for step in range(config.steps):
+        if window is not None and step in (0, window):
+            set_override_active(net, step < window)
         opt.zero_grad(set_to_none=True)
         img = param()
         if tparams is not None:
