@@ -248,3 +248,39 @@ def test_batched_training_refuses_the_eigengap_term(tmp_path: Path) -> None:
 
     with pytest.raises(ModularityError, match="eigengap"):
         train_many([(CG, 0)], out=tmp_path, epochs=0, pruning_epochs=1, progress=False, data=_tiny_data())
+
+
+# --------------------------------------------------------------------------------------------------
+# Benchmark rows
+
+
+def test_paper_profile_compares_the_small_mnist_rows() -> None:
+    """The 4 reference networks (10 replicates each) run in the paper profile (5 seeds) and can agree or differ."""
+    import pandas as pd
+
+    from benchmark import compare, paper_values, plan
+
+    profile = plan.load_profile("paper")
+    p = plan.plan(profile, plan.load_tables())
+    table = next(t for t in p.tables if t.name == "clusterability")
+    rows = [r for r in p.rows if r.table == table.name and r.tag.startswith("SMALL-")]
+    assert {(r.tag, r.pruned) for r in rows} == {(t, pr) for t in ("SMALL-MNIST", CG) for pr in (False, True)}
+    assert all(r.skip is None and r.seeds == (0, 1, 2, 3, 4) and r.k == 12 for r in rows)
+    paper = paper_values.load_paper_values(table.paper)
+
+    def results(shift: float) -> pd.DataFrame:
+        recs = []
+        for r in rows:
+            pr = paper[(paper.tag == r.tag) & (paper.pruned == r.pruned)]
+            assert len(pr) == 10 and (pr.family == "mlp").all()
+            for s in r.seeds:
+                recs.append({"analysis": "cluster", "tag": r.tag, "family": "mlp", "seed": s, "pruned": r.pruned, "k": 12,
+                             "ncut": pr.ncut.median() + shift, "null_mean": pr.null_mean.median(),
+                             "null_stdev": pr.null_stdev.median(), "z_score": pr.z_score.median(),
+                             "percentile": pr.percentile.iloc[s], "test_acc": pr.test_acc.median(), "n_shuffles": 50})
+        return pd.DataFrame(recs)
+
+    same = compare.compare_table(table, rows, results(0.0), paper, profile=profile).rows
+    assert (same.verdict == "agree").all() and (same.n_ours == 5).all() and (same.n_paper == 10).all()
+    off = compare.compare_table(table, rows, results(1.0), paper, profile=profile).rows
+    assert (off.verdict == "differ").all() and off.differing.str.contains("n-cut").all()
