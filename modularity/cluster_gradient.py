@@ -1,4 +1,4 @@
-"""Cluster-gradient training: the eigengap loss term and the per-batch weight normalisation (docs/methods.md §1.3).
+"""Cluster-gradient training: the eigengap loss term and the per-batch weight normalisation (docs/methods.md §1.8).
 
 The reference's ``SMALL-MNIST+CLUSTERABILITY-GRADIENT`` networks minimise
 

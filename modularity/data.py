@@ -351,7 +351,7 @@ def _two_image(kind: str, same: bool, seed: int = 42) -> Callable[[Arrays], Arra
 def downsample_antialiased(x: np.ndarray, size: int = 7, chunk: int = 10000) -> np.ndarray:
     """skimage's ``resize(img, (size, size), anti_aliasing=True) * 255`` of every image, (N, C, H, W) uint8 -> float32.
 
-    The reference's ``small_mnist`` (docs/methods.md §1.1): pixels to [0, 1], a Gaussian blur with
+    The reference's ``small_mnist`` (docs/methods.md §1.1, §1.8): pixels to [0, 1], a Gaussian blur with
     sigma = (factor - 1) / 2 (1.5 for 28 -> 7; boundary ``mirror``, skimage's ``reflect``), then bilinear
     samples at the output pixel centres ``factor * (i + 0.5) - 0.5``, times 255. The values are kept
     unrounded in 0..255 (float32), as the reference pickled them; :func:`load_dataset` divides by 255.

@@ -195,7 +195,7 @@ def _build_tags() -> dict[str, TagSpec]:
             tags[f"CNN-STACKED{same}-{name}"] = TagSpec(f"CNN-STACKED{same}-{name}", "cnn",
                                                         f"stacked{same.lower()}-{ds}", epochs=10, pruning_epochs=10,
                                                         batch_size=64)
-    # The small MLP on 7x7 MNIST (docs/methods.md §1.1-1.3): 49-64-64-64-10, 10 + 10 epochs; the
+    # The small MLP on 7x7 MNIST (docs/methods.md §1.8): 49-64-64-64-10, 10 + 10 epochs; the
     # +CLUSTERABILITY-GRADIENT variant trains with the eigengap term and the per-batch NormalizeWeights.
     small: dict[str, Any] = dict(hidden=(64, 64, 64), epochs=10, pruning_epochs=10, batch_size=128)
     tags["SMALL-MNIST"] = TagSpec("SMALL-MNIST", "mlp", "small-mnist", **small)
