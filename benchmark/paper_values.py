@@ -60,13 +60,15 @@ LUCID_IMAGENET_K = {"vgg16": 25, "vgg19": 25, "resnet50": 35}
 
 
 def family_of(tag: str) -> str:
-    """The network family of a reference tag: mlp, cnn, vgg, imagenet or small-mlp."""
+    """The network family of a reference tag: mlp, cnn, vgg or imagenet (a family of ``benchmark.plan.FAMILIES``).
+
+    The small MLP of SMALL-MNIST[+CLUSTERABILITY-GRADIENT] (49-64-64-64-10) is an MLP: its spec rows run
+    with the mlp family's profile settings.
+    """
     if tag.startswith("CNN-VGG"):
         return "vgg"
     if tag.startswith("CNN-"):
         return "cnn"
-    if tag.startswith("SMALL-"):
-        return "small-mlp"
     if tag in LUCID_IMAGENET_K or tag[:3] in ("vgg", "res", "inc"):
         return "imagenet"
     return "mlp"

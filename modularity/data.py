@@ -348,10 +348,38 @@ def _two_image(kind: str, same: bool, seed: int = 42) -> Callable[[Arrays], Arra
     return make
 
 
+def downsample_antialiased(x: np.ndarray, size: int = 7, chunk: int = 10000) -> np.ndarray:
+    """skimage's ``resize(img, (size, size), anti_aliasing=True) * 255`` of every image, (N, C, H, W) uint8 -> float32.
+
+    The reference's ``small_mnist`` (docs/methods.md §1.1, §1.8): pixels to [0, 1], a Gaussian blur with
+    sigma = (factor - 1) / 2 (1.5 for 28 -> 7; boundary ``mirror``, skimage's ``reflect``), then bilinear
+    samples at the output pixel centres ``factor * (i + 0.5) - 0.5``, times 255. The values are kept
+    unrounded in 0..255 (float32), as the reference pickled them; :func:`load_dataset` divides by 255.
+    """
+    from scipy import ndimage
+
+    n, c, h, w = x.shape
+    fy, fx = h / size, w / size
+    ys, xs = fy * (np.arange(size) + 0.5) - 0.5, fx * (np.arange(size) + 0.5) - 0.5
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    out = np.empty((n, c, size, size), dtype=np.float32)
+    for start in range(0, n, chunk):
+        img = x[start:start + chunk].astype(np.float64) / 255.0
+        blur = ndimage.gaussian_filter(img, sigma=(0, 0, max(0.0, (fy - 1) / 2), max(0.0, (fx - 1) / 2)), mode="mirror")
+        rows0, rows1 = blur[:, :, y0, :], blur[:, :, y1, :]
+        top = rows0[..., x0] * (1 - wx) + rows0[..., x1] * wx
+        bottom = rows1[..., x0] * (1 - wx) + rows1[..., x1] * wx
+        out[start:start + chunk] = np.clip(top * (1 - wy) + bottom * wy, 0.0, 1.0) * 255.0
+    return out
+
+
 #: Datasets derived from a prepared one: name -> (base, transform of its uint8/int64 arrays).
 DERIVED: dict[str, tuple[str, Callable[[Arrays], Arrays]]] = {
     "mnist-lucid": ("mnist", _images_only(lucid_scrambled)),
     "mnist-lucid-replicated": ("mnist", _images_only(replicate_channels)),
+    "small-mnist": ("mnist", _images_only(downsample_antialiased)),  # SMALL-MNIST: 7x7 (docs/methods.md §1.1)
     **{f"{kind}{'-same' if same else ''}-{base}": (base, _two_image(kind, same))
        for kind in ("halves", "stacked") for same in (False, True) for base in ("mnist", "fashion")},
 }

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from .cluster_gradient import EigengapTerm
 from .errors import CheckpointError, UnsupportedModelError
 from .utils import atomic_path, write_json_atomic
 
@@ -155,6 +156,8 @@ class TagSpec:
     batch_size: int = 128
     augment: bool = False
     paper: bool = True  # False for the project's own quick tags (DIGITS)
+    hidden: tuple[int, ...] | None = None  # MLP hidden widths; None = the paper's 256 x 4
+    cluster_gradient: EigengapTerm | None = None  # the eigengap loss term + NormalizeWeights (cluster_gradient.py)
 
     def with_overrides(self, **kw: Any) -> TagSpec:
         return replace(self, **kw)
@@ -192,6 +195,12 @@ def _build_tags() -> dict[str, TagSpec]:
             tags[f"CNN-STACKED{same}-{name}"] = TagSpec(f"CNN-STACKED{same}-{name}", "cnn",
                                                         f"stacked{same.lower()}-{ds}", epochs=10, pruning_epochs=10,
                                                         batch_size=64)
+    # The small MLP on 7x7 MNIST (docs/methods.md §1.8): 49-64-64-64-10, 10 + 10 epochs; the
+    # +CLUSTERABILITY-GRADIENT variant trains with the eigengap term and the per-batch NormalizeWeights.
+    small: dict[str, Any] = dict(hidden=(64, 64, 64), epochs=10, pruning_epochs=10, batch_size=128)
+    tags["SMALL-MNIST"] = TagSpec("SMALL-MNIST", "mlp", "small-mnist", **small)
+    tags["SMALL-MNIST+CLUSTERABILITY-GRADIENT"] = TagSpec("SMALL-MNIST+CLUSTERABILITY-GRADIENT", "mlp", "small-mnist",
+                                                          cluster_gradient=EigengapTerm(), **small)
     vgg = dict(epochs=200, pruning_epochs=50, batch_size=128, augment=True)
     tags.update(_variants("CNN-VGG-CIFAR10", "vgg", "cifar10", 5e-4, **vgg))
     tags["CNN-VGG-CIFAR10+DROPOUT+L2REG"] = TagSpec("CNN-VGG-CIFAR10+DROPOUT+L2REG", "vgg", "cifar10",
@@ -213,6 +222,7 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {  # (channels, height, width)
     **{f"halves{s}-{d}": (1, 28, 28) for s in ("", "-same") for d in ("mnist", "fashion")},
     **{f"stacked{s}-{d}": (2, 28, 28) for s in ("", "-same") for d in ("mnist", "fashion")},
     "imagenet": (3, 224, 224),
+    "small-mnist": (1, 7, 7),
 }
 
 
@@ -231,7 +241,8 @@ def build_model(tag: str | TagSpec, pretrained: bool = False) -> nn.Module:
         return imagenet_model(spec.tag, pretrained=pretrained)
     c, h, w = DATASET_SHAPES[spec.dataset]
     if spec.family == "mlp":
-        model: nn.Module = MLP(in_features=c * h * w, dropout=0.5 if spec.dropout else 0.0)
+        widths = {} if spec.hidden is None else {"hidden": spec.hidden}
+        model: nn.Module = MLP(in_features=c * h * w, dropout=0.5 if spec.dropout else 0.0, **widths)
     elif spec.family == "cnn":
         model = SmallCNN(in_channels=c, image_size=h, dropout=spec.dropout)
     elif spec.family == "vgg":

@@ -27,6 +27,7 @@ from torch import nn
 
 from . import validate
 from .choices import DEFAULT_CHECKPOINT_ROOT
+from .cluster_gradient import ClusterGradient
 from .data import Dataset, load_dataset
 from .errors import ModularityError
 from .models import TagSpec, apply_mod_init, build_model, checkpoint_path, save_checkpoint, spec_dict, tag_spec
@@ -107,6 +108,8 @@ def _run_phase(model: nn.Module, spec: TagSpec, data: Dataset, epochs: int, gen:
     end_step = steps_per_epoch * epochs
     weights = prunable_weights(model)
     masks: dict[str, torch.Tensor] = {}
+    # SMALL-MNIST+CLUSTERABILITY-GRADIENT only: NormalizeWeights before each batch, the eigengap term in the loss
+    cluster = ClusterGradient(model, spec.cluster_gradient) if spec.cluster_gradient is not None else None
     model.train()
     bar = progress_bar(total=end_step, desc=desc, progress=progress, unit="step")
     step = 0
@@ -118,9 +121,13 @@ def _run_phase(model: nn.Module, spec: TagSpec, data: Dataset, epochs: int, gen:
             if spec.augment:
                 xb = _augment(xb)
             xb, yb = xb.to(device), yb.to(device)
+            if cluster is not None:
+                cluster.before_batch()
             if prune and step % PRUNE_FREQUENCY == 0:
                 masks = _update_masks(weights, polynomial_sparsity(step, end_step))
             loss = loss_fn(model(xb), yb) + regularisation(model, spec)
+            if cluster is not None:
+                loss = loss + cluster.loss()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -134,6 +134,8 @@ def _check_jobs(jobs: Sequence[tuple[str, int]]) -> list[TagSpec]:
     for spec in specs:
         if spec.family != "mlp":
             raise ModularityError(f"train_many trains MLPs only; {spec.tag} is a {spec.family} (use modularity.train)")
+        if spec.cluster_gradient is not None:
+            raise ModularityError(f"train_many has no eigengap term; train {spec.tag} with modularity.train")
     for attr in ("dataset", "batch_size"):
         values = {getattr(s, attr) for s in specs}
         if len(values) != 1:

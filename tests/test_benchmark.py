@@ -370,7 +370,8 @@ def test_coverage_classifies_every_reference_row() -> None:
     halves = cov[cov.tag.str.startswith("HALVES")]
     assert len(halves) == 8 and (halves["class"] == "not run").all()  # implemented, not in the default profile
     small = cov[cov.tag.str.startswith("SMALL-MNIST")]
-    assert len(small) == 4 and (small["class"] == "not runnable here").all()
+    assert len(small) == 4 and (small["class"] == "not run").all() and (small["n_paper"] == 10).all()
+    assert small["why"].str.contains("not in the default profile").all()  # implemented, runnable in the paper profile
     assert (cov[cov.tag == "MNIST+L1REG"]["class"] == "not run").all()
     assert (cov[cov.tag == "POLY"]["class"] == "not runnable here").all()
 
