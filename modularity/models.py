@@ -393,5 +393,15 @@ def _read_state_dict(path: Path, map_location: str | torch.device) -> dict[str, 
     return state
 
 
+#: TagSpec fields written into a checkpoint's metadata only when set, so that the metadata of every tag
+#: without them stays byte-identical to what earlier versions wrote (DVC's record of trained networks).
+OPTIONAL_SPEC_FIELDS = ("hidden", "cluster_gradient")
+
+
 def spec_dict(spec: TagSpec) -> dict[str, Any]:
-    return asdict(spec)
+    """The tag's recipe as JSON-ready values (the checkpoint metadata's ``spec``)."""
+    d = asdict(spec)
+    for key in OPTIONAL_SPEC_FIELDS:
+        if d[key] is None:
+            del d[key]
+    return d
