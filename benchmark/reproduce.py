@@ -540,7 +540,7 @@ def _terminate_as_interrupt() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="default", help="smoke | default | paper (params.yaml)")
+    parser.add_argument("--profile", default="default", help="smoke | default | full | paper (params.yaml)")
     parser.add_argument("--no-dvc", action="store_true", help="run the stages without DVC (signatures in the outputs)")
     parser.add_argument("--workers", type=int, default=None,
                         help="stages at once on a local Dask cluster (default: one per core; 1 = in this process)")
