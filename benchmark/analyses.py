@@ -134,9 +134,9 @@ COHERENCE = Analysis(
     reference=GRAPH_SETTINGS + (
         ReferenceSetting("coherence", "min_size", 4, 3,
                          "size filter: size >= {value} (Lucid: size > 3, methods §4, §6.1)"),
-        ReferenceSetting("coherence", "relu_override_steps", 16, None,
-                         "ReLU gradient override on for every step (Lucid: the first 16 steps only, methods §6.1)",
-                         option=False),
+        ReferenceSetting("coherence", "relu_override_steps", 17, None,
+                         "ReLU gradient override window {value} (None: every update; Lucid: the first 17 updates, "
+                         "while its global step is <= 16, methods §6.1)"),
         ReferenceSetting("coherence", "steps", 257, 256, "{value} optimisation steps (the reference: 257, methods §6.1)"),
     ),
     description="feature visualisation of every sub-cluster against random same-size sets (input coherence)")
