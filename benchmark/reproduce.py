@@ -213,6 +213,13 @@ def fmt_minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
+def _running_text(executor: Any) -> str:
+    """"2 running, 60 queued": the executor holds every submitted stage, its workers run at most one each."""
+    submitted, workers = executor.running, max(1, int(getattr(executor, "workers", 1)))
+    running = min(submitted, workers)
+    return f"{running} running" + (f", {submitted - running} queued" if submitted > running else "")
+
+
 def make_executor(p: Plan, root: Path, custom_root: bool, params_path: Path | None, workers: int | None,
                   cluster: str | None, use_dvc: bool) -> Any:
     """Serial for one worker without a cluster (in this process, or as DVC's command with DVC), else Dask."""
@@ -281,7 +288,7 @@ def run_stages(p: Plan, root: Path, use_dvc: bool, cache: dict[str, str | None],
                     executor.submit(stage)
             if not executor.running:
                 continue
-            bar.set_postfix_str(f"{executor.running} running; ~{fmt_minutes(est.left())} left")
+            bar.set_postfix_str(f"{_running_text(executor)}; ~{fmt_minutes(est.left())} left")
             out = executor.wait_one()
             stage = out.stage
             if out.error is None:

@@ -104,3 +104,14 @@ def test_cluster_of_two_worker_processes_gives_the_tables_of_a_local_run(tmp_pat
     pd.testing.assert_frame_equal(results(tmp_path / "local"), results(tmp_path / "cluster"), check_exact=True)
     logs = sorted(p.name for p in (tmp_path / "cluster" / "logs").iterdir())
     assert len(logs) == len(plan.plan(plan.load_profile("tiny", path=params), plan.load_tables()).stages)
+
+
+def test_progress_says_running_and_queued_stages_apart() -> None:
+    """The bar's postfix: a Dask executor holds every submitted stage, but runs one per worker."""
+    from types import SimpleNamespace
+
+    from benchmark.reproduce import _running_text
+
+    assert _running_text(SimpleNamespace(running=62, workers=2)) == "2 running, 60 queued"
+    assert _running_text(SimpleNamespace(running=1, workers=2)) == "1 running"
+    assert _running_text(SimpleNamespace(running=1)) == "1 running"  # the serial executor
