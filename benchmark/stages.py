@@ -217,7 +217,7 @@ def _subclusters(model: Any, profile: Profile, k: int, seed: int, min_size: int 
 
 #: The importance section's keys passed to ``modularity.importance`` as they are (params.yaml).
 IMPORTANCE_OPTIONS = ("correction", "before_batchnorm", "ties", "complete", "arithmetic", "undefined_ranges",
-                      "require_above_chance")
+                      "require_above_chance", "direction")
 
 
 def importance_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: list[int], root: Path) -> Path:

@@ -99,7 +99,7 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
                ties: str = "strict", alpha: float = 0.05, exclude_isolated: Any = True,
                complete: str = "skip", max_memory: int = DEFAULT_MAX_MEMORY,
                progress: bool = False, require_above_chance: bool = True, arithmetic: str = "exact",
-               undefined_ranges: str = "as_ties") -> ImportanceResult:
+               undefined_ranges: str = "as_ties", direction: str = "paper") -> ImportanceResult:
     """Lesion tests of every sub-cluster against random same-size sets of its layer.
 
     Args:
@@ -121,6 +121,11 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
             networks in tests and for checking the machinery.
         arithmetic, undefined_ranges: forwarded to :func:`modularity.stats.lesion_summary` ("float" ties as
             the reference; how an undefined lesion range enters the range tests).
+        direction: regression networks only (float targets (N, outputs), e.g. POLY): "paper" (a lesion
+            matters when it raises the MSE more than random ones) or "reference" (the reference code's
+            inverted test, docs/methods.md §9.11); the test then runs in
+            :func:`modularity.poly.regression_importance`. Classification ignores it (both directions are
+            the same left-sided test on accuracy there).
 
     Returns:
         An :class:`~modularity.results.ImportanceResult` (unpacks as ``table, summary``). ``table`` has
@@ -148,6 +153,15 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
     subs = list(subclusters)
     _check_subclusters(model, subs)
     x, y = _test_split(data)
+    validate.choice(direction, ("paper", "reference"), "direction")
+    if y.dtype.is_floating_point and y.ndim == 2:  # regression targets (POLY): the per-term MSE test
+        from .inputs import check_images
+        from .poly import regression_importance
+
+        check_images(x, y)  # one-hot float labels are refused here, as before
+        return regression_importance(model, subs, (x, y), n_random, seed, correction, direction=direction, ties=ties,
+                                     alpha=alpha, exclude_isolated=exclude_isolated, complete=complete,
+                                     require_above_chance=require_above_chance, progress=progress)
     x, y, n_classes = check_data(model, x, y)
     validate.n_random(n_random, subs, n_classes)
     t0 = time.perf_counter()
