@@ -107,8 +107,7 @@ IMPORTANCE = Analysis(
             "exclude_isolated", "log_effect_means", "log_effect_means_ci_high", "log_effect_means_ci_low",
             "log_effect_ranges", "log_effect_ranges_ci_high", "log_effect_ranges_ci_low", "n_classes", "n_complete",
             "n_important", "n_random", "n_subclusters", "n_test", "tie_rule", "ties", "unlesioned_balanced_acc",
-            "unlesioned_overall_acc",
-            "direction", "n_outputs", "n_terms", "unlesioned_mse"),  # regression networks (POLY, modularity.poly)
+            "unlesioned_overall_acc"),
     protocol=(ProtocolParameter("n_random", "n_random", "n_random",
                                 ("chi2_p_means", "combined_p_means", "chi2_p_ranges", "combined_p_ranges"), 20),),
     reference=GRAPH_SETTINGS + (

@@ -124,7 +124,7 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         direction: regression networks only (float targets (N, outputs), e.g. POLY): "paper" (a lesion
             matters when it raises the MSE more than random ones) or "reference" (the reference code's
             inverted test, docs/methods.md §9.11); the test then runs in
-            :func:`modularity.poly.regression_importance`. Classification ignores it (both directions are
+            :func:`modularity.lesion.regression.regression_importance`. Classification ignores it (both directions are
             the same left-sided test on accuracy there).
 
     Returns:
@@ -156,7 +156,7 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
     validate.choice(direction, ("paper", "reference"), "direction")
     if y.dtype.is_floating_point and y.ndim == 2:  # regression targets (POLY): the per-term MSE test
         from .inputs import check_images
-        from .poly import regression_importance
+        from .lesion.regression import regression_importance
 
         check_images(x, y)  # one-hot float labels are refused here, as before
         return regression_importance(model, subs, (x, y), n_random, seed, correction, direction=direction, ties=ties,
