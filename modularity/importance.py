@@ -394,6 +394,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-fold-batchnorm", action="store_true", help="graph ignores batch norm (the reference's VGG)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $MODULARITY_DATA or ./data)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--direction", choices=("paper", "reference"), default="paper",
+                   help="regression networks (POLY) only: paper = a lesion matters when it raises the MSE (default); "
+                        "reference = the reference code's inverted test")
     p.add_argument("--allow-chance", action="store_true",
                    help="run even if the intact network is no better than chance (its lesion tests then measure noise)")
     p.set_defaults(func=_importance_command)
@@ -432,14 +435,16 @@ def _importance_command(args: argparse.Namespace) -> int:
             raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
         data = load_dataset(spec.dataset, args.data_root)
         dataset = spec.dataset
-    if not args.allow_chance:
+    y_test = _test_split(data)[1]
+    regression = y_test.dtype.is_floating_point and y_test.ndim == 2  # POLY: checked by the regression test itself
+    if not args.allow_chance and not regression:
         validate.network_above_chance(model, *_test_split(data), where=f"{source}")
     graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)
     part = partition(graph, k=args.k, seed=args.seed)
     subs = subclusters(part)
     table, summary = importance(model, subs, data, n_random=args.n_random, seed=args.seed,
                                 correction=args.correction, before_batchnorm=args.before_batchnorm,
-                                ties=args.ties, complete=args.complete, progress=True,
+                                ties=args.ties, complete=args.complete, progress=True, direction=args.direction,
                                 require_above_chance=not args.allow_chance)
     paths = output_paths(source, args.k, args.seed, args.out)
     counts = summary.pop("counts")
@@ -454,7 +459,7 @@ def _importance_command(args: argparse.Namespace) -> int:
     with atomic_path(paths["npz"]) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **counts)
-    if not args.no_plots:
+    if not args.no_plots and not regression:  # the plots show accuracies
         title = f"{meta['tag'] or meta.get('model')} {'pruned' if meta.get('pruned') else 'unpruned'} k={args.k}"
         plot_drop_vs_proportion(table, paths["plot"], title)
         plot_per_class(table, counts, paths["per_class"], title)

@@ -193,7 +193,7 @@ def _build_tags() -> dict[str, TagSpec]:
             tags[f"CNN-STACKED{same}-{name}"] = TagSpec(f"CNN-STACKED{same}-{name}", "cnn",
                                                         f"stacked{same.lower()}-{ds}", epochs=10, pruning_epochs=10,
                                                         batch_size=64)
-    # The reference's regression MLPs (docs/methods.md "POLY networks"): 2 -> 256x4 -> 512 linear outputs, MSE, no dropout.
+    # The reference's regression MLPs (docs/methods.md §10): 2 -> 256x4 -> 512 linear outputs, MSE, no dropout.
     for name, reg in (("POLY", {}), ("POLY+L1REG", {"l1": 5e-5}), ("POLY+L2REG", {"l2": 5e-5})):
         tags[name] = TagSpec(name, "mlp", "poly", epochs=20, pruning_epochs=20, batch_size=128, **reg)
     vgg = dict(epochs=200, pruning_epochs=50, batch_size=128, augment=True)

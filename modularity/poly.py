@@ -1,6 +1,6 @@
 """The POLY regression task: dataset, monomial-term bookkeeping and the regression lesion test.
 
-The reference's only regression networks (docs/methods.md, "POLY networks"): an MLP 2 -> 256x4 -> 512
+The reference's only regression networks (docs/methods.md §10): an MLP 2 -> 256x4 -> 512
 with linear outputs, trained with MSE on
 
 * inputs ``x ~ N(0, I_2)``: ``x_train`` (60000, 2), ``x_test`` (10000, 2), float32, seed 42;

@@ -240,7 +240,8 @@ def regression_importance(model: nn.Module, subclusters: Sequence[Any], data: An
         baseline = per_term_mse(per_output_mse(y.mean(0, keepdim=True).expand_as(y), y), groups).mean()
         if not unl.mean() < baseline:
             raise ModularityError(f"the intact {type(model).__name__} has test MSE {unl.mean():.4g}, not below the "
-                                  f"{baseline:.4g} of predicting the mean: its lesion tests would measure noise")
+                                  f"{baseline:.4g} of predicting the mean: its lesion tests would measure noise "
+                                  "(require_above_chance=False, --allow-chance: run anyway)")
     n_terms = groups.shape[0]
     true = np.zeros((len(subs), n_terms))
     rand = np.zeros((int(n_random), len(subs), n_terms))
