@@ -294,6 +294,11 @@ def like_for_like(table: TableSpec, row: Row, profile: Profile | None, mine: pd.
     if family == "mlp" and "+L2REG" in row.tag:
         reasons.append("regulariser: L2 on every kernel (the reference's MLP +L2REG nets had L1 on the first layer, "
                        "methods §9.6)")
+    if table.name == "importance" and row.tag.startswith("POLY"):  # the regression lesion test (modularity.poly)
+        direction = _value_used(mine, "direction", profile.section("importance", family), "direction", "paper")
+        if direction != "reference":
+            reasons.append(f"direction: {direction} (the stored POLY row used the reference's inverted test: small p when "
+                           "the lesion gives a LOWER MSE than random ones, methods §9.11)")
     for setting in analyses.get(table.analysis).reference:
         if not setting.applies(family):
             continue

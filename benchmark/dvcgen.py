@@ -164,8 +164,10 @@ def dataset_dep(tag: str) -> str | None:
     from modularity.models import tag_spec
 
     spec = tag_spec(tag)
-    from modularity.data import base_dataset  # derived datasets (+LUCID) read a prepared one (h11)
+    from modularity.data import GENERATED, base_dataset  # derived datasets (+LUCID) read a prepared one (h11)
 
+    if spec.dataset in GENERATED:  # generated from its seed at load time (POLY): the generator is the data
+        return "modularity/poly.py"
     return None if spec.family == "imagenet" else f"data/datasets/{base_dataset(spec.dataset)}"
 
 

@@ -202,6 +202,7 @@ def cluster_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: list[
                       "percentile": d["percentile"], "n_shuffles": d["n_shuffles"],
                       "n_vertices": d.get("n_vertices"), "n_isolated": d.get("n_isolated"),
                       "train_acc": meta.get("train_acc", math.nan), "test_acc": meta.get("test_acc", math.nan)}
+            values.update({m: meta[m] for m in ("train_mse", "test_mse", "train_loss", "test_loss") if m in meta})  # POLY
             write_result(out, k, header, values, {"null_ncuts": d.get("null_ncuts", [])})
             part = partition(graph, k=k, seed=seed)
             part.table().to_csv(out / f"k{k}_labels.csv", index=False, lineterminator="\n")
@@ -217,7 +218,7 @@ def _subclusters(model: Any, profile: Profile, k: int, seed: int, min_size: int 
 
 #: The importance section's keys passed to ``modularity.importance`` as they are (params.yaml).
 IMPORTANCE_OPTIONS = ("correction", "before_batchnorm", "ties", "complete", "arithmetic", "undefined_ranges",
-                      "require_above_chance")
+                      "require_above_chance", "direction")
 
 
 def importance_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: list[int], root: Path) -> Path:

@@ -118,6 +118,9 @@ def add_importance(sub: Subparsers) -> None:
     p.add_argument("--no-fold-batchnorm", action="store_true", help="graph ignores batch norm (the reference's VGG)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $MODULARITY_DATA or ./data)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--direction", choices=("paper", "reference"), default="paper",
+                   help="regression networks (POLY) only: paper = a lesion matters when it raises the MSE (default); "
+                        "reference = the reference code's inverted test")
     p.add_argument("--allow-chance", action="store_true",
                    help="run even if the intact network is no better than chance (its lesion tests then measure noise)")
     p.set_defaults(func=Runner("modularity.importance:_importance_command"))

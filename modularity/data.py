@@ -18,6 +18,10 @@ Sources, tried in order until one works (each failure is reported if all fail):
 * ``digits``: scikit-learn's embedded ``load_digits`` (8x8, 0..16 scaled to 0..255); every fifth
   image (index % 5 == 4) is the test set.
 
+Generated datasets (:data:`GENERATED`) are computed from a seed at every load and never written:
+``poly`` (:mod:`modularity.poly`): float32 inputs (N, 2) and float32 regression targets (N, 512),
+60 000 / 10 000 examples, used as they are (no /255).
+
 ImageNet: :func:`load_imagenet_subset` reads a user-provided folder of validation images.
 Pixels are scaled to [0, 1] by /255 at load time, as the reference does (no mean/std normalisation).
 """
@@ -385,6 +389,16 @@ DERIVED: dict[str, tuple[str, Callable[[Arrays], Arrays]]] = {
 }
 
 
+def _poly_arrays() -> Arrays:
+    from .poly import make_arrays
+
+    return make_arrays()
+
+
+#: Datasets generated from a seed at load time (no download, no prepared folder): name -> generator.
+GENERATED: dict[str, Callable[[], Arrays]] = {"poly": _poly_arrays}
+
+
 def base_dataset(name: str) -> str:
     """The prepared dataset a (possibly derived) dataset is read from."""
     return DERIVED[name][0] if name in DERIVED else name
@@ -405,8 +419,12 @@ def load_arrays(name: str, root: str | Path | None = None, prepare_missing: bool
         base, transform = DERIVED[name]
         arrays, manifest = load_arrays(base, root, prepare_missing, verify)
         return transform(arrays), manifest
+    if name in GENERATED:  # deterministic from its seed: nothing to verify or prepare
+        arrays = GENERATED[name]()
+        return arrays, {"name": name, "n_classes": int(arrays["y_train"].shape[1]), "generated": True,
+                        "shapes": {k: list(arrays[k].shape) for k in ARRAYS}}
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *DERIVED])}")
+        raise DataError(f"unknown dataset {name!r}; known: {', '.join([*DATASETS, *DERIVED, *GENERATED])}")
     folder = data_root(root) / "datasets" / name
     if not (folder / "manifest.json").exists():
         if not prepare_missing:
@@ -464,6 +482,8 @@ def load_dataset(name: str, root: str | Path | None = None, prepare_missing: boo
     arrays, manifest = load_arrays(name, root, prepare_missing)
 
     def images(a: np.ndarray) -> torch.Tensor:
+        if a.dtype != np.uint8:  # generated float inputs (poly) are used as they are
+            return torch.from_numpy(a).to(torch.float32)
         return torch.from_numpy(a).to(torch.float32).div_(255.0)
 
     return Dataset(name, images(arrays["x_train"]), torch.from_numpy(arrays["y_train"]),

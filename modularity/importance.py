@@ -98,7 +98,7 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
                ties: str = "strict", alpha: float = 0.05, exclude_isolated: Any = True,
                complete: str = "skip", max_memory: int = DEFAULT_MAX_MEMORY,
                progress: bool = False, require_above_chance: bool = True, arithmetic: str = "exact",
-               undefined_ranges: str = "as_ties") -> ImportanceResult:
+               undefined_ranges: str = "as_ties", direction: str = "paper") -> ImportanceResult:
     """Lesion tests of every sub-cluster against random same-size sets of its layer.
 
     Args:
@@ -120,6 +120,11 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
             networks in tests and for checking the machinery.
         arithmetic, undefined_ranges: forwarded to :func:`modularity.stats.lesion_summary` ("float" ties as
             the reference; how an undefined lesion range enters the range tests).
+        direction: regression networks only (float targets (N, outputs), e.g. POLY): "paper" (a lesion
+            matters when it raises the MSE more than random ones) or "reference" (the reference code's
+            inverted test, docs/methods.md §9.11); the test then runs in
+            :func:`modularity.lesion.regression.regression_importance`. Classification ignores it (both directions are
+            the same left-sided test on accuracy there).
 
     Returns:
         An :class:`~modularity.results.ImportanceResult` (unpacks as ``table, summary``). ``table`` has
@@ -147,6 +152,15 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
     subs = list(subclusters)
     _check_subclusters(model, subs)
     x, y = _test_split(data)
+    validate.choice(direction, ("paper", "reference"), "direction")
+    if y.dtype.is_floating_point and y.ndim == 2:  # regression targets (POLY): the per-term MSE test
+        from .inputs import check_images
+        from .lesion.regression import regression_importance
+
+        check_images(x, y)  # one-hot float labels are refused here, as before
+        return regression_importance(model, subs, (x, y), n_random, seed, correction, direction=direction, ties=ties,
+                                     alpha=alpha, exclude_isolated=exclude_isolated, complete=complete,
+                                     require_above_chance=require_above_chance, progress=progress)
     x, y, n_classes = check_data(model, x, y)
     validate.n_random(n_random, subs, n_classes)
     t0 = time.perf_counter()
@@ -383,14 +397,16 @@ def _importance_command(args: argparse.Namespace) -> int:
             raise ModularityError("ImageNet models: use modularity.importance.importance() with a validation subset")
         data = load_dataset(spec.dataset, args.data_root)
         dataset = spec.dataset
-    if not args.allow_chance:
+    y_test = _test_split(data)[1]
+    regression = y_test.dtype.is_floating_point and y_test.ndim == 2  # POLY: checked by the regression test itself
+    if not args.allow_chance and not regression:
         validate.network_above_chance(model, *_test_split(data), where=f"{source}")
     graph = graph_of(model, conv_norm=args.conv_norm, fold_batchnorm=not args.no_fold_batchnorm)
     part = partition(graph, k=args.k, seed=args.seed)
     subs = subclusters(part)
     table, summary = importance(model, subs, data, n_random=args.n_random, seed=args.seed,
                                 correction=args.correction, before_batchnorm=args.before_batchnorm,
-                                ties=args.ties, complete=args.complete, progress=True,
+                                ties=args.ties, complete=args.complete, progress=True, direction=args.direction,
                                 require_above_chance=not args.allow_chance)
     paths = output_paths(source, args.k, args.seed, args.out)
     counts = summary.pop("counts")
@@ -405,7 +421,7 @@ def _importance_command(args: argparse.Namespace) -> int:
     with atomic_path(paths["npz"]) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **counts)
-    if not args.no_plots:
+    if not args.no_plots and not regression:  # the plots show accuracies
         title = f"{meta['tag'] or meta.get('model')} {'pruned' if meta.get('pruned') else 'unpruned'} k={args.k}"
         plot_drop_vs_proportion(table, paths["plot"], title)
         plot_per_class(table, counts, paths["per_class"], title)

@@ -2,7 +2,8 @@
 
 Architectures follow docs/methods.md §1.2 (Keras reference rebuilt in PyTorch):
 
-* ``MLP``: 784-256-256-256-256-10, ReLU, optional Dropout(0.5) after each hidden layer.
+* ``MLP``: 784-256-256-256-256-10, ReLU, optional Dropout(0.5) after each hidden layer (the POLY
+  regression tags: 2-256x4-512, linear outputs, :data:`REGRESSION_OUTPUTS`).
 * ``SmallCNN``: conv64-conv64-pool-conv64-pool-fc128-fc10 (3x3, same padding), optional dropout
   (0.25 after each conv block, 0.5 after fc128).
 * ``CifarVGG``: 13 convs (64,64 | 128,128 | 256x3 | 512x3 | 512x3); each conv+ReLU is followed by
@@ -201,6 +202,9 @@ def _build_tags() -> dict[str, TagSpec]:
     tags["SMALL-MNIST"] = TagSpec("SMALL-MNIST", "mlp", "small-mnist", **small)
     tags["SMALL-MNIST+CLUSTERABILITY-GRADIENT"] = TagSpec("SMALL-MNIST+CLUSTERABILITY-GRADIENT", "mlp", "small-mnist",
                                                           cluster_gradient=EigengapTerm(), **small)
+    # The reference's regression MLPs (docs/methods.md §10): 2 -> 256x4 -> 512 linear outputs, MSE, no dropout.
+    for name, reg in (("POLY", {}), ("POLY+L1REG", {"l1": 5e-5}), ("POLY+L2REG", {"l2": 5e-5})):
+        tags[name] = TagSpec(name, "mlp", "poly", epochs=20, pruning_epochs=20, batch_size=128, **reg)
     vgg = dict(epochs=200, pruning_epochs=50, batch_size=128, augment=True)
     tags.update(_variants("CNN-VGG-CIFAR10", "vgg", "cifar10", 5e-4, **vgg))
     tags["CNN-VGG-CIFAR10+DROPOUT+L2REG"] = TagSpec("CNN-VGG-CIFAR10+DROPOUT+L2REG", "vgg", "cifar10",
@@ -223,7 +227,16 @@ DATASET_SHAPES: dict[str, tuple[int, int, int]] = {  # (channels, height, width)
     **{f"stacked{s}-{d}": (2, 28, 28) for s in ("", "-same") for d in ("mnist", "fashion")},
     "imagenet": (3, 224, 224),
     "small-mnist": (1, 7, 7),
+    "poly": (1, 1, 2),  # two real inputs (modularity.poly); the MLP flattens them
 }
+
+#: Datasets with float regression targets (N, outputs): MSE loss, regression lesion test (modularity.poly).
+REGRESSION_OUTPUTS: dict[str, int] = {"poly": 512}
+
+
+def is_regression(spec: TagSpec) -> bool:
+    """Whether a tag's network is a regression network (POLY): linear outputs trained with MSE."""
+    return spec.dataset in REGRESSION_OUTPUTS
 
 
 def tag_spec(tag: str) -> TagSpec:
@@ -242,7 +255,8 @@ def build_model(tag: str | TagSpec, pretrained: bool = False) -> nn.Module:
     c, h, w = DATASET_SHAPES[spec.dataset]
     if spec.family == "mlp":
         widths = {} if spec.hidden is None else {"hidden": spec.hidden}
-        model: nn.Module = MLP(in_features=c * h * w, dropout=0.5 if spec.dropout else 0.0, **widths)
+        model: nn.Module = MLP(in_features=c * h * w, n_classes=REGRESSION_OUTPUTS.get(spec.dataset, 10),
+                               dropout=0.5 if spec.dropout else 0.0, **widths)
     elif spec.family == "cnn":
         model = SmallCNN(in_channels=c, image_size=h, dropout=spec.dropout)
     elif spec.family == "vgg":

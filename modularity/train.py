@@ -8,6 +8,11 @@ recomputed every 10 steps per layer from the kernel magnitudes, applied to every
 weight (biases and batch norm unpruned), and saves the *pruned* checkpoint with every kernel at
 exactly 90% sparsity.
 
+Regression tags (POLY, :func:`modularity.models.is_regression`) train with the mean squared error
+instead of cross-entropy (Keras ``mse``: mean over examples and outputs); their metadata records
+``train_mse`` / ``test_mse`` and ``train_loss`` / ``test_loss`` (the MSE plus the regulariser's value,
+what Keras reports as ``loss`` / ``val_loss`` and the reference stored) instead of accuracies.
+
 Everything is seeded: the same tag, seed and options give identical weights on the same machine.
 Accuracies in the metadata are measured in eval mode (no dropout), unlike the reference's Keras
 running training accuracy, which includes dropout noise (docs/methods.md §9.29).
@@ -30,7 +35,16 @@ from .choices import DEFAULT_CHECKPOINT_ROOT
 from .cluster_gradient import ClusterGradient
 from .data import Dataset, load_dataset
 from .errors import ModularityError
-from .models import TagSpec, apply_mod_init, build_model, checkpoint_path, save_checkpoint, spec_dict, tag_spec
+from .models import (
+    TagSpec,
+    apply_mod_init,
+    build_model,
+    checkpoint_path,
+    is_regression,
+    save_checkpoint,
+    spec_dict,
+    tag_spec,
+)
 from .progress import bar as progress_bar
 from .utils import default_device, rng_for, seed_everything, staged_path
 
@@ -90,6 +104,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return correct / len(x)
 
 
+@torch.inference_mode()
+def mean_squared_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 2000) -> float:
+    """Mean over examples and outputs of the squared error, in eval mode (regression tags)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        total += float(((model(x[i:i + batch_size].to(device)).double().cpu() - y[i:i + batch_size].double()) ** 2).sum())
+    model.train(was_training)
+    return total / (len(x) * y.shape[1])
+
+
 def _augment(x: torch.Tensor) -> torch.Tensor:
     """The VGG augmentation (Keras ImageDataGenerator): rotation +-15 deg, shifts 0.1, horizontal flip."""
     from torchvision.transforms import v2
@@ -102,7 +129,7 @@ def _run_phase(model: nn.Module, spec: TagSpec, data: Dataset, epochs: int, gen:
                device: torch.device, desc: str, progress: bool, prune: bool) -> None:
     """One training phase; with ``prune``, the polynomial magnitude-pruning schedule runs along."""
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.MSELoss() if is_regression(spec) else nn.CrossEntropyLoss()
     n = len(data.x_train)
     steps_per_epoch = math.ceil(n / spec.batch_size)
     end_step = steps_per_epoch * epochs
@@ -213,10 +240,19 @@ def _save(model: nn.Module, root: Path, tag: str, seed: int, pruned: bool, data:
     model.eval()
     cpu_model = model.to("cpu")
     path = checkpoint_path(root, tag, seed, pruned)
-    save_checkpoint(cpu_model, path, {
-        **meta, "pruned": pruned, "train_acc": accuracy(cpu_model, data.x_train, data.y_train),
-        "test_acc": accuracy(cpu_model, data.x_test, data.y_test), "sparsity": sparsity_of(cpu_model),
-        "phase_seconds": round(seconds, 1)})
+    spec = tag_spec(tag)
+    if is_regression(spec):
+        with torch.no_grad():
+            penalty = float(regularisation(cpu_model, spec))
+        train_mse = mean_squared_error(cpu_model, data.x_train, data.y_train)
+        test_mse = mean_squared_error(cpu_model, data.x_test, data.y_test)
+        metrics = {"train_mse": train_mse, "test_mse": test_mse, "train_loss": train_mse + penalty,
+                   "test_loss": test_mse + penalty}
+    else:
+        metrics = {"train_acc": accuracy(cpu_model, data.x_train, data.y_train),
+                   "test_acc": accuracy(cpu_model, data.x_test, data.y_test)}
+    save_checkpoint(cpu_model, path, {**meta, "pruned": pruned, **metrics, "sparsity": sparsity_of(cpu_model),
+                                      "phase_seconds": round(seconds, 1)})
     return path
 
 
@@ -233,6 +269,8 @@ def _cli(args: argparse.Namespace) -> int:
     for phase, path in paths.items():
         meta = json.loads(staged_path(path.with_suffix(".json")).read_text())  # written with the command's outputs
         sp = meta["sparsity"].values()
-        print(f"{args.tag} seed {args.seed} {phase}: train acc {meta['train_acc']:.4f}, test acc {meta['test_acc']:.4f}, "
+        fit = (f"train MSE {meta['train_mse']:.4g}, test MSE {meta['test_mse']:.4g}" if "test_mse" in meta else
+               f"train acc {meta['train_acc']:.4f}, test acc {meta['test_acc']:.4f}")
+        print(f"{args.tag} seed {args.seed} {phase}: {fit}, "
               f"sparsity {min(sp):.3f}-{max(sp):.3f}, {meta['phase_seconds']:.0f} s -> {path}")
     return 0
