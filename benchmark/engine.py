@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +214,14 @@ def stage_argv(stage: Stage, root: Path | None = None, params: Path | None = Non
 
 @contextmanager
 def joblib_backend() -> Iterator[None]:
-    """A context in which joblib's loops run on the cluster of ``$MODULARITY_DASK_SCHEDULER`` (if set)."""
+    """A context in which joblib's loops run on the cluster of ``$MODULARITY_DASK_SCHEDULER`` (if set).
+
+    Only when the cluster has a thread to spare beyond the ones its stages hold (a worker's ``stage``
+    resource): a stage waits for its inner tasks, so on workers of one thread each (the local cluster) the
+    inner tasks would never start and the stages would wait forever. Without a spare thread the inner
+    loops run in the stage's own process, one after the other; the results are the same (every shuffle
+    and draw is seeded on its own).
+    """
     address = os.environ.get(SCHEDULER_ENV)
     if not address:
         yield
@@ -222,6 +229,17 @@ def joblib_backend() -> Iterator[None]:
     import joblib
     from distributed import Client
 
-    with Client(address, timeout="20s") as client, joblib.parallel_config(backend="dask", wait_for_workers_timeout=20):
-        del client
-        yield
+    with Client(address, timeout="20s") as client:
+        if spare_threads(client.scheduler_info()["workers"].values()) < 1:
+            with joblib.parallel_config(backend="sequential"):
+                yield
+            return
+        with joblib.parallel_config(backend="dask", wait_for_workers_timeout=20):
+            yield
+
+
+def spare_threads(workers: Iterable[dict[str, Any]]) -> int:
+    """Threads of the cluster's workers not held by stages (``nthreads`` minus the ``stage`` resources)."""
+    workers = list(workers)
+    return sum(int(w.get("nthreads", 1)) for w in workers) - sum(int(w.get("resources", {}).get("stage", 0))
+                                                                 for w in workers)

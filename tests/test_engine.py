@@ -115,3 +115,14 @@ def test_progress_says_running_and_queued_stages_apart() -> None:
     assert _running_text(SimpleNamespace(running=62, workers=2)) == "2 running, 60 queued"
     assert _running_text(SimpleNamespace(running=1, workers=2)) == "1 running"
     assert _running_text(SimpleNamespace(running=1)) == "1 running"  # the serial executor
+
+
+def test_inner_loops_use_the_cluster_only_with_a_spare_thread() -> None:
+    """One-thread workers that each hold a stage have no thread for the stage's inner tasks: joblib must then
+    run them in the stage's own process (else the stages wait forever for tasks that cannot start)."""
+    from benchmark.engine import spare_threads
+
+    busy = [{"nthreads": 1, "resources": {"stage": 1}}, {"nthreads": 1, "resources": {"stage": 1}}]
+    assert spare_threads(busy) == 0
+    assert spare_threads([{"nthreads": 2, "resources": {"stage": 1}}]) == 1
+    assert spare_threads([{"nthreads": 4}]) == 4
