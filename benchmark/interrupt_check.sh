@@ -29,10 +29,12 @@ import sys, yaml
 print(yaml.safe_load(open(sys.argv[1] + "/params.yaml"))["profiles"][sys.argv[2]]["report_dir"])
 PY
 }
-locked() { "$REPO/.venv/bin/python" - "$1" <<'PY'
+# The profile's stages recorded in dvc.lock (the committed lock holds other profiles' stages only).
+locked() { "$REPO/.venv/bin/python" - "$1" "$PROFILE" <<'PY'
 import sys, yaml, pathlib
 p = pathlib.Path(sys.argv[1]) / "dvc.lock"
-print("\n".join(sorted((yaml.safe_load(p.read_text()) or {}).get("stages", {}))) if p.is_file() else "")
+stages = (yaml.safe_load(p.read_text()) or {}).get("stages", {}) if p.is_file() else {}
+print("\n".join(sorted(s for s in stages if f"@{sys.argv[2]}" in s)))
 PY
 }
 run() { (cd "$WORK/$1" && make reproduce PROFILE="$PROFILE" >> "$WORK/$1.log" 2>&1); }
@@ -46,9 +48,11 @@ for i in 0 1 2; do
   sig=${SIGNALS[$i]}; delay=${DELAYS[$i]}
   before=$(locked "$WORK/b")
   start=$(date +%s)
-  (cd "$WORK/b" && timeout -s "$sig" "$delay" make reproduce PROFILE="$PROFILE" >> "$WORK/b.log" 2>&1) && rc=0 || rc=$?
+  # -k 60: if the run has not stopped 60 s after the signal, KILL it (reported as exit 137: the signal was ignored).
+  (cd "$WORK/b" && timeout -k 60 -s "$sig" "$delay" make reproduce PROFILE="$PROFILE" >> "$WORK/b.log" 2>&1) && rc=0 || rc=$?
+  stopped=$(( $(date +%s) - start - delay ))
   after=$(locked "$WORK/b")
-  echo "SIG$sig after ${delay} s: exit $rc, finished stages $(echo -n "$before" | grep -c . || true) -> $(echo -n "$after" | grep -c . || true)"
+  echo "SIG$sig after ${delay} s: exit $rc, stopped ${stopped} s after the signal, finished stages $(echo -n "$before" | grep -c . || true) -> $(echo -n "$after" | grep -c . || true)"
   # A stage that had finished before this attempt must not have run in it (its log is older than the attempt).
   for s in $before; do
     log="$WORK/b/data/benchmark/$PROFILE/logs/$s.log"
