@@ -86,7 +86,7 @@ def _table(root: Path, net: Network, analysis: str, k: int) -> pd.DataFrame:
 
 
 def drop_figures(root: Path, out: Path, k: int = 12) -> list[Path]:
-    """One PNG per family: a panel per network (rows: tags, columns: unpruned / pruned), first seed."""
+    """One PNG per family: a panel per network (rows: tags, columns: unpruned / pruned where run), first seed."""
     nets = networks(root, "importance", k)
     written = []
     for family in dict.fromkeys(n.family for n in nets):
@@ -95,10 +95,12 @@ def drop_figures(root: Path, out: Path, k: int = 12) -> list[Path]:
             if n.family == family:
                 first.setdefault((n.tag, n.pruned), n)
         tags = list(dict.fromkeys(t for t, _ in first))
+        states = [p for p in (False, True) if any(pr == p for _, pr in first)]  # no empty column
         plt = pyplot()
-        fig, axes = plt.subplots(len(tags), 2, figsize=(7.2, 2.6 * len(tags)), squeeze=False, sharex=True)
+        fig, axes = plt.subplots(len(tags), len(states), figsize=(3.6 * len(states) + 0.4, 2.6 * len(tags)),
+                                 squeeze=False, sharex=True)
         for i, tag in enumerate(tags):
-            for j, pruned in enumerate((False, True)):
+            for j, pruned in enumerate(states):
                 ax = axes[i, j]
                 net = first.get((tag, pruned))
                 if net is None:
