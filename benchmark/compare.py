@@ -515,6 +515,7 @@ def coverage(cmps: list[TableComparison], paper_tables: dict[str, pd.DataFrame])
             key = (tag, bool(pruned), int(k))
             if (ref_tag, bool(pruned), int(k)) in rows.index:  # our network of the reference's own tag
                 key = (ref_tag, bool(pruned), int(k))
+            base["tag"] = key[0]  # the network of ours the line is about
             if key in rows.index:
                 r = rows.loc[key]
                 verdict = r["verdict"]

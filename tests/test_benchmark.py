@@ -373,6 +373,8 @@ def test_coverage_classifies_every_reference_row() -> None:
     assert len(small) == 4 and (small["class"] == "not run").all() and (small["n_paper"] == 10).all()
     assert small["why"].str.contains("not in the default profile").all()  # implemented, runnable in the paper profile
     assert (cov[cov.tag == "MNIST+L1REG"]["class"] == "not run").all()
+    lucid = cov[cov.reference_tag.isin(["MNIST+LUCID", "MNIST+DROPOUT+LUCID"])]
+    assert len(lucid) == 2 and (lucid["tag"] == lucid["reference_tag"]).all()  # our own +LUCID nets (default profile)
     poly = cov[cov.tag.str.startswith("POLY")]  # implemented (modularity.poly), not in the default profile
     assert len(poly) == 5 and (poly["class"] == "not run").all() and poly["why"].str.contains("not in the default").all()
 
