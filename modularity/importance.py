@@ -138,7 +138,7 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
         integer arrays ``unlesioned``, ``true``, ``random``, ``class_sizes``).
     """
     from . import stats
-    from .subclusters import eligible_units, random_sets
+    from .subclusters import lesion_draws
 
     n_random = _default_n_random() if n_random is None else n_random
     if not isinstance(n_random, (int, np.integer)) or isinstance(n_random, bool) or n_random < 1:
@@ -165,17 +165,8 @@ def importance(model: nn.Module, subclusters: Sequence[Any], data: Any, n_random
     validate.n_random(n_random, subs, n_classes)
     t0 = time.perf_counter()
 
-    whole = np.array([eligible_units(sc, exclude_isolated).size <= sc.size for sc in subs])
-    if whole.any() and complete == "error":
-        sc = subs[int(np.flatnonzero(whole)[0])]
-        raise ModularityError(f"sub-cluster (layer {sc.layer!r}, cluster {sc.cluster}) is the whole layer "
-                              f"({sc.size} units): no random same-size set differs from it")
-    tested = ~whole if complete == "skip" else np.ones(len(subs), dtype=bool)
-    if not tested.any():
-        raise ModularityError("every sub-cluster is a whole layer: nothing to compare with random sets")
+    whole, tested, draws = lesion_draws(subs, n_random, seed, exclude_isolated, complete)
 
-    draws = [random_sets(sc, int(n_random), seed, exclude_isolated=exclude_isolated) if t else None
-             for sc, t in zip(subs, tested, strict=True)]
     unl = unlesioned_counts(model, x, y)
     sizes = class_sizes(y.cpu().numpy(), n_classes)
     if require_above_chance:

@@ -13,6 +13,7 @@ them (docs/methods.md §4, 9.26).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,3 +158,27 @@ def random_sets(subcluster: SubCluster, n: int, seed: int, exclude_isolated: Any
     # The first `size` positions of a uniformly random permutation, one permutation per row.
     picks = np.argsort(rng.random((int(n), pool.size)), axis=1)[:, :subcluster.size]
     return np.sort(pool[picks], axis=1)
+
+
+def lesion_draws(subclusters: Sequence[SubCluster], n_random: int, seed: int, exclude_isolated: Any = None,
+                 complete: str = "skip") -> tuple[np.ndarray, np.ndarray, list[np.ndarray | None]]:
+    """Which sub-clusters a lesion test compares with random sets, and their draws.
+
+    A sub-cluster that is a whole layer (no eligible unit outside it) has no random same-size set that
+    differs from it: ``complete`` says whether such a sub-cluster is skipped (``"skip"``), refused
+    (``"error"``) or kept (``"include"``, the reference). Returns ``whole`` and ``tested`` (bool, one per
+    sub-cluster) and the draws, ``(n_random, size)`` per tested sub-cluster (:func:`random_sets`), None for
+    the others.
+    """
+    whole = np.array([eligible_units(sc, exclude_isolated).size <= sc.size for sc in subclusters])
+    if whole.any() and complete == "error":
+        sc = subclusters[int(np.flatnonzero(whole)[0])]
+        raise ModularityError(f"sub-cluster (layer {sc.layer!r}, cluster {sc.cluster}) is the whole layer "
+                              f"({sc.size} units): no random same-size set differs from it")
+    tested = ~whole if complete == "skip" else np.ones(len(subclusters), dtype=bool)
+    if not tested.any():
+        raise ModularityError("every sub-cluster is a whole layer: nothing to compare with random sets")
+    draws = [random_sets(sc, int(n_random), seed, exclude_isolated=exclude_isolated) if t else None
+             for sc, t in zip(subclusters, tested, strict=True)]
+    return whole, tested, draws
+

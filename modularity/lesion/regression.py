@@ -207,7 +207,7 @@ def regression_importance(model: nn.Module, subclusters: Sequence[Any], data: An
     from .. import validate
     from ..importance import COMPLETE_MODES, _check_subclusters, _default_n_random, _test_split
     from ..results import ImportanceResult
-    from ..subclusters import eligible_units, random_sets
+    from ..subclusters import lesion_draws
 
     n_random = _default_n_random() if n_random is None else n_random
     if not isinstance(n_random, (int, np.integer)) or isinstance(n_random, bool) or n_random < 1:
@@ -223,16 +223,7 @@ def regression_importance(model: nn.Module, subclusters: Sequence[Any], data: An
         raise ModularityError(f"the term membership {groups.shape} does not fit the {y.shape[1]} outputs "
                               f"(default: the POLY terms, {N_TERMS} x {N_OUTPUTS})")
     t0 = time.perf_counter()
-    whole = np.array([eligible_units(sc, exclude_isolated).size <= sc.size for sc in subs])
-    if whole.any() and complete == "error":
-        sc = subs[int(np.flatnonzero(whole)[0])]
-        raise ModularityError(f"sub-cluster (layer {sc.layer!r}, cluster {sc.cluster}) is the whole layer "
-                              f"({sc.size} units): no random same-size set differs from it")
-    tested = ~whole if complete == "skip" else np.ones(len(subs), dtype=bool)
-    if not tested.any():
-        raise ModularityError("every sub-cluster is a whole layer: nothing to compare with random sets")
-    draws = [random_sets(sc, int(n_random), seed, exclude_isolated=exclude_isolated) if t else None
-             for sc, t in zip(subs, tested, strict=True)]
+    whole, tested, draws = lesion_draws(subs, n_random, seed, exclude_isolated, complete)
 
     layer0 = subs[0].layer
     unl = per_term_mse(_outputs_with_lesions(model, layer0, [np.zeros(0, dtype=np.int64)], x, y)[0], groups)
