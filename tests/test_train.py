@@ -32,6 +32,15 @@ def test_magnitude_mask_prunes_exactly_round_s_n_smallest(n: int, s: float) -> N
         assert float(w[mask == 0].abs().max()) <= float(w[mask == 1].abs().min())
 
 
+def test_magnitude_mask_breaks_ties_in_index_order_and_puts_nan_last() -> None:
+    w = torch.tensor([0.0, 2.0, -1.0, 0.0, 1.0, float("nan"), -0.0, 1.0])
+    # |w| sorted stably: 0 (i0), 0 (i3), 0 (i6), 1 (i2), 1 (i4), 1 (i7), 2 (i1), nan (i5)
+    assert magnitude_mask(w, 5 / 8).tolist() == [0, 1, 0, 0, 0, 1, 0, 1]
+    w[5] = 3.0  # no NaN: the selection path, same rule
+    assert magnitude_mask(w, 5 / 8).tolist() == [0, 1, 0, 0, 0, 1, 0, 1]
+    assert magnitude_mask(w, 1.0).tolist() == [0] * 8
+
+
 def _quick(tmp_path: Path, seed: int, tag: str = "DIGITS") -> dict[str, Path]:
     return train(tag, seed, out=tmp_path / f"s{seed}", epochs=3, pruning_epochs=5, progress=False)
 

@@ -60,8 +60,16 @@ def test_stacked_mask_equals_the_stable_argsort_mask(n_nets: int, size: int, spa
     w = torch.randn(n_nets, size, generator=g)
     if levels:  # many exact ties, as pruned kernels have (zeros) and as rounding makes them
         w = (w * levels).round() / levels
-    expected = torch.stack([magnitude_mask(x, sparsity) for x in w])
+    expected = torch.stack([_argsort_mask(x, sparsity) for x in w])  # the oracle: the definition itself
     assert torch.equal(stacked_magnitude_mask(w, sparsity), expected)
+    assert all(torch.equal(magnitude_mask(x, sparsity), e) for x, e in zip(w, expected, strict=True))
+
+
+def _argsort_mask(w: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """The definition: zero the first round(s*n) entries of a stable argsort of |w|."""
+    mask = torch.ones(w.numel())
+    mask[torch.argsort(w.abs().flatten(), stable=True)[:round(sparsity * w.numel())]] = 0
+    return mask.view_as(w)
 
 
 def test_jobs_must_share_one_recipe(tmp_path: Path) -> None:
