@@ -324,8 +324,9 @@ def save_checkpoint(model: nn.Module, path: str | Path, meta: dict[str, Any]) ->
     """Write ``path`` (state_dict) and ``path.with_suffix('.json')`` (metadata), each atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        try:
-            torch.save(model.state_dict(), tmp)
+        try:  # through a file object: the archive's records are then named "archive/...", not after the
+            with open(tmp, "wb") as f:  # random temporary name, so the same weights give the same bytes
+                torch.save(model.state_dict(), f)
         except RuntimeError as exc:  # torch's zip writer reports a full disk as "[enforce fail ...] unexpected pos"
             import shutil
 

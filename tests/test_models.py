@@ -107,6 +107,15 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert not loaded.training
 
 
+def test_same_weights_give_the_same_checkpoint_bytes(tmp_path: Path) -> None:
+    """DVC compares outputs by hash: a rerun that trains the same weights must write the same file."""
+    m = build_model("DIGITS")
+    a, b = tmp_path / "a" / "pruned.pt", tmp_path / "b" / "unpruned.pt"  # different names and folders
+    save_checkpoint(m, a, {"tag": "DIGITS"})
+    save_checkpoint(m, b, {"tag": "DIGITS"})
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_bad_checkpoints_give_one_line_errors(tmp_path: Path) -> None:
     path = tmp_path / "x" / "pruned.pt"
     with pytest.raises(CheckpointError, match="checkpoint not found"):
