@@ -433,6 +433,8 @@ def compare_table(table: TableSpec, rows: list[Row], results: pd.DataFrame, pape
             verdict = cells
         reason = "; ".join(why) if why else ("no judged column could differ: " + ", ".join(untestable)
                                              if verdict == "not testable" else "")
+        if verdict == "differ" and row.explain:
+            reason = row.explain
         row_records.append({**base, "n_ours": n_ours, "n_paper": n_paper, "verdict": verdict, "reason": reason,
                             "differing": ", ".join(differing), "comparable": not why and n_paper > 0,
                             "why": "; ".join(why), "cells_verdict": cells, "untestable": ", ".join(untestable)})
@@ -526,7 +528,7 @@ def coverage(cmps: list[TableComparison], paper_tables: dict[str, pd.DataFrame])
                 elif verdict in ("not run", "not testable"):
                     cls, why = verdict, r["reason"]
                 elif verdict == "differ":
-                    cls, why = verdict, r["differing"]
+                    cls, why = verdict, r["differing"] + (f": {r['reason']}" if r["reason"] else "")
                 else:
                     cls, why = verdict, ""
             elif not (_implemented(ref_tag) or _implemented(tag)):

@@ -69,6 +69,11 @@ class RowGroup:
     tags: tuple[str, ...]
     pruned: tuple[bool, ...]
     k: tuple[int, ...]
+    explain: str = ""  # what the evidence says about a disagreement of these rows (shown with "differ")
+
+
+#: The keys a row group of a table spec may have.
+ROW_GROUP_KEYS = ("family", "tags", "pruned", "k", "explain")
 
 
 @dataclass(frozen=True)
@@ -114,11 +119,14 @@ def parse_table_spec(data: dict[str, Any], where: str = "table spec") -> TableSp
         raise ModularityError(f"{where}: duplicate columns {sorted({n for n in names if names.count(n) > 1})}")
     groups = []
     for g in _require(data, "rows", where):
+        unknown = sorted(set(g) - set(ROW_GROUP_KEYS))
+        if unknown:
+            raise ModularityError(f"{where}: row group with unknown keys {unknown} (allowed: {', '.join(ROW_GROUP_KEYS)})")
         fam = _require(g, "family", where)
         if fam not in FAMILIES:
             raise ModularityError(f"{where}: family {fam!r} is not one of {', '.join(FAMILIES)}")
         groups.append(RowGroup(fam, tuple(_require(g, "tags", where)), tuple(bool(p) for p in g.get("pruned", [False])),
-                               tuple(int(k) for k in _require(g, "k", where))))
+                               tuple(int(k) for k in _require(g, "k", where)), " ".join(str(g.get("explain", "")).split())))
     return TableSpec(name=_require(data, "name", where), title=data.get("title", data["name"]), analysis=analysis,
                      paper=_require(data, "paper", where), note=" ".join(str(data.get("note", "")).split()),
                      columns=tuple(columns), rows=tuple(groups))
@@ -241,6 +249,7 @@ class Row:
     k: int
     seeds: tuple[int, ...] = ()
     skip: str | None = None
+    explain: str = ""  # the row group's explanation of a disagreement
 
     @property
     def key(self) -> tuple[str, bool, int]:
@@ -302,7 +311,7 @@ def rows_of(table: TableSpec, profile: Profile) -> list[Row]:
             for pruned in g.pruned:
                 for tag in g.tags:
                     reason = profile.selects(g.family, tag, k, table.analysis)
-                    rows.append(Row(table.name, g.family, tag, pruned, k, profile.seeds(g.family), reason))
+                    rows.append(Row(table.name, g.family, tag, pruned, k, profile.seeds(g.family), reason, g.explain))
     return rows
 
 

@@ -294,6 +294,29 @@ def test_compare_table_rows_and_verdicts() -> None:
     assert moved.rows.verdict.tolist() == ["differ"] and moved.rows.differing.tolist() == ["n-cut"]
 
 
+def test_a_row_groups_explanation_is_the_reason_of_a_differ_only() -> None:
+    table = {t.name: t for t in plan.load_tables()}["clusterability"]
+    paper = paper_values.load_paper_values("clusterability")
+    row = plan.Row("clusterability", "mlp", "MNIST", True, 12, (0, 1, 2), explain="because of X")
+    moved = compare.compare_table(table, [row], fake_results(ncut=9.4), paper)
+    assert moved.rows.verdict.tolist() == ["differ"] and moved.rows.reason.tolist() == ["because of X"]
+    cov = compare.coverage([moved], {"clusterability": paper})
+    line = cov[(cov.tag == "MNIST") & cov.pruned & (cov.k == 12)].iloc[0]
+    assert (line["class"], line["why"]) == ("differ", "n-cut: because of X")
+    same = compare.compare_table(table, [row], fake_results(), paper)
+    assert same.rows.verdict.tolist() == ["agree"] and same.rows.reason.tolist() == [""]
+
+
+def test_the_input_coherence_lucid_rows_carry_their_explanation() -> None:
+    table = {t.name: t for t in plan.load_tables()}["input_coherence"]
+    lucid = [g for g in table.rows if "MNIST+LUCID" in g.tags]
+    assert len(lucid) == 1 and "§9.15" in lucid[0].explain
+    good = yaml.safe_load((plan.SPEC_DIR / "input_coherence.yaml").read_text())
+    bad = dict(good, rows=[{**good["rows"][0], "explian": "typo"}])
+    with pytest.raises(ModularityError, match=r"unknown keys \['explian'\]"):
+        plan.parse_table_spec(bad)
+
+
 def test_a_contradicting_row_differs_on_every_judged_column() -> None:
     """Each judged clusterability column alone, moved to its contradicting value, makes the row differ."""
     table = {t.name: t for t in plan.load_tables()}["clusterability"]
