@@ -77,7 +77,8 @@ def stacked_magnitude_mask(weights: torch.Tensor, sparsity: float) -> torch.Tens
     A selection (``kthvalue``, linear time) and a running count of ties give the same set as the sort
     (n log n), 3-4x faster on the 256x784 and 256x2352 kernels, where pruning epochs spent a fifth of
     their time sorting. With a NaN in the weights (the sort places NaN last) it uses the sort itself;
-    ``tests/test_train.py`` checks both give the same mask, ties included.
+    ``tests/test_train_batched.py`` checks it against the argsort itself, ties included, and
+    ``tests/test_train.py`` a hand-computed case with ties and a NaN.
     """
     n_nets = weights.shape[0]
     mags = weights.detach().abs().reshape(n_nets, -1)
