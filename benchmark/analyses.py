@@ -138,6 +138,8 @@ COHERENCE = Analysis(
                          "ReLU gradient override window {value} (None: every update; Lucid: the first 17 updates, "
                          "while its global step is <= 16, methods §6.1)"),
         ReferenceSetting("coherence", "steps", 257, 256, "{value} optimisation steps (the reference: 257, methods §6.1)"),
+        ReferenceSetting("coherence", "dtype", "float32", "float32",
+                         "feature visualisation in {value} arithmetic (the reference: float32)"),
     ),
     description="feature visualisation of every sub-cluster against random same-size sets (input coherence)")
 

@@ -255,7 +255,8 @@ def coherence_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: lis
     header = _header(profile, "coherence", tag, seed, pruned, settings)
     window = settings.get("relu_override_steps")  # None: the override on every update; 17: Lucid's window
     config = VisConfig(steps=int(settings.get("steps", 256)),
-                       relu_override_steps=None if window is None else int(window))
+                       relu_override_steps=None if window is None else int(window),
+                       dtype=str(settings.get("dtype", "float32")))
     with staged_dir(final) as out:
         for k in ks:
             subs = _subclusters(model, profile, k, seed)

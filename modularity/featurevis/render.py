@@ -35,6 +35,10 @@ class VisConfig:
     #: Lucid applies it while its global step is <= 16, i.e. to the first 17 updates: ``17`` is Lucid's.
     relu_override_steps: int | None = None
     transforms: Transforms | None = None
+    #: Arithmetic of the optimisation: "float32" (the reference's) or "float64". In float64 a last-bit
+    #: difference between two CPUs' kernels stays ~1e-16 through the steps, so the images' statistics
+    #: agree to every stored digit across machines (the smoke regression check uses it).
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         if self.steps < 0:
@@ -45,12 +49,20 @@ class VisConfig:
             raise ModularityError(f"init_sd must be > 0, got {self.init_sd}")
         if self.relu_override_steps is not None and self.relu_override_steps < 0:
             raise ModularityError(f"relu_override_steps must be >= 0 or None, got {self.relu_override_steps}")
+        if self.dtype not in ("float32", "float64"):
+            raise ModularityError(f"dtype must be float32 or float64, got {self.dtype!r}")
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return torch.float64 if self.dtype == "float64" else torch.float32
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["transforms"] = None if self.transforms is None else asdict(self.transforms)
         if d["relu_override_steps"] is None:  # every update: recorded only when windowed (older tables unchanged)
             del d["relu_override_steps"]
+        if d["dtype"] == "float32":  # recorded only when not the default (older tables unchanged)
+            del d["dtype"]
         return d
 
 
@@ -156,8 +168,9 @@ def visualize_sets(model: nn.Module, targets: Sequence[tuple[str, Any]], keys: S
     device = torch.device(device) if device is not None else default_device()
     all_specs = list(specs_by_name.values())
     net, points = _working_copy(model, config.relu_gradient_override, device, all_specs)
+    net.to(config.torch_dtype)
     point_of = {spec.name: point for spec, point in zip(all_specs, points, strict=True)}
-    _check_forward(net, shape, device, input_transform)
+    _check_forward(net, shape, device, input_transform, config.torch_dtype)
 
     n = len(checked)
     chunk = n if batch_size is None else batch_size
@@ -178,8 +191,9 @@ def visualize_sets(model: nn.Module, targets: Sequence[tuple[str, Any]], keys: S
 
 
 def _check_forward(net: nn.Module, shape: tuple[int, int, int], device: torch.device,
-                   input_transform: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
-    x = torch.zeros(1, *shape, device=device)
+                   input_transform: Callable[[torch.Tensor], torch.Tensor] | None,
+                   dtype: torch.dtype = torch.float32) -> None:
+    x = torch.zeros(1, *shape, device=device, dtype=dtype)
     try:
         with torch.no_grad():
             out = net(input_transform(x) if input_transform is not None else x)
@@ -202,12 +216,12 @@ def _optimise_chunk(net: nn.Module, targets: list[tuple[str, np.ndarray]], keys:
 
     gens = [rng_for(seed, "feature-vis", *k) for k in keys]
     param = ImageBatch(shape, gens, fft=config.fft, decorrelate=config.decorrelate, sd=config.init_sd,
-                       decay_power=config.decay_power).to(device)
+                       decay_power=config.decay_power).to(device, config.torch_dtype)
     tparams = None
     if config.transforms is not None:
         tgens = [rng_for(seed, "feature-vis-transforms", *k) for k in keys]
         tparams = torch.from_numpy(np.stack([_transform_params(config.transforms, config.steps, g) for g in tgens],
-                                            axis=1)).to(device)  # (steps, B, 4)
+                                            axis=1)).to(device, config.torch_dtype)  # (steps, B, 4)
     opt = torch.optim.Adam(param.parameters(), lr=config.lr)
     window = config.relu_override_steps if config.relu_gradient_override else None
     for step in range(config.steps):
@@ -227,7 +241,7 @@ def _optimise_chunk(net: nn.Module, targets: list[tuple[str, np.ndarray]], keys:
         acts, logits = capture(img, need_logits=True)
         reached = objective(acts)
     assert logits is not None
-    return img.cpu().numpy(), reached.cpu().numpy().astype(np.float64), logits.cpu()
+    return img.float().cpu().numpy(), reached.cpu().numpy().astype(np.float64), logits.cpu()
 
 
 def entropy_of_logits(logits: torch.Tensor | np.ndarray) -> np.ndarray:
