@@ -107,6 +107,30 @@ def check() -> None:
             f"import modularity first, export ATEN_CPU_CAPABILITY=avx2, or set {MODE_VARIABLE}=native")
 
 
+def cpu_identity() -> dict[str, str]:
+    """This CPU as kernels are chosen by it: vendor, model line, family / model numbers, SIMD flags.
+
+    Two machines with the same identity run the same kernels; recorded beside results whose bits are
+    compared across machines (the smoke regression's committed networks, ``benchmark.numerics_trace``).
+    """
+    import platform
+
+    info: dict[str, str] = {"machine": platform.machine()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return info
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("vendor_id", "model name", "cpu family", "model") and key not in info:
+            info[key] = value.strip()
+        if key == "flags" and "flags" not in info:
+            info["flags"] = " ".join(sorted(f for f in value.split() if f.startswith(("avx", "amx", "fma", "f16c"))))
+    return info
+
+
 def _has_avx2() -> bool:
     """Whether this CPU has AVX2 (on one without it, torch falls back and the pin cannot hold)."""
     try:
