@@ -58,8 +58,9 @@ pull: $(STAMPS)/venv ## restore trained networks and results from the DVC remote
 push: $(STAMPS)/venv ## send the DVC cache (datasets, checkpoints, results) to the default DVC remote
 	$(PY) -m dvc push
 
-update-expected: setup ## rewrite the smoke profile's stored expected values (on purpose only)
-	$(PY) -m benchmark.reproduce --profile smoke --update-expected
+update-expected: setup ## retrain the smoke networks and rewrite their expected values (on purpose only; NETWORKS=keep: values only)
+	$(PY) -m benchmark.reproduce --profile smoke --no-dvc --root $(or $(TMPDIR),/tmp)/modularity-update-expected --update-expected \
+	  $(if $(filter keep,$(NETWORKS)),--networks benchmark/expected/smoke/networks)
 
 bench: setup $(STAMPS)/bench ## performance benchmarks: ratios measured side by side, written to paper/performance.json
 	$(PY) -m benchmark.bench_clustering

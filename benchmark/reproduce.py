@@ -1,6 +1,6 @@
 """``make reproduce``: run a profile's pipeline, compare every table with the paper, write the report.
 
-``python -m benchmark.reproduce --profile {smoke,default,paper} [--no-dvc] [--update-expected]``
+``python -m benchmark.reproduce --profile {smoke,default,paper} [--no-dvc] [--networks DIR] [--update-expected]``
 
 1. Plan the profile (:mod:`benchmark.plan`) and regenerate ``dvc.yaml`` if the specs or the
    parameters changed (:mod:`benchmark.dvcgen`).
@@ -13,8 +13,10 @@
 4. Collect the results (``<root>/results.csv``), compare every table with the paper
    (:mod:`benchmark.compare`) and write the report (:mod:`benchmark.report`) under the profile's
    ``report_dir``.
-5. For the smoke profile: check the results against ``benchmark/expected/smoke/`` (exit status 1 on
-   any difference), or rewrite them with ``--update-expected``.
+5. For the smoke profile: check the networks trained here against the committed ones and, where they
+   are the same bits or ``--networks`` gave them, the results against ``benchmark/expected/smoke/``
+   (exit status 1 on any difference; :mod:`benchmark.smoke_networks`), or rewrite both with
+   ``--update-expected``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from modularity.errors import ModularityError
 from modularity.utils import write_json_atomic, write_text_atomic
 
 from . import compare as cmp_mod
+from . import smoke_networks
 from .paper_values import load_paper_values
 from .plan import REPO, Plan, Profile, Stage, checkpoint_dir, load_params, load_profile, load_tables, plan, result_dir
 
@@ -150,6 +153,26 @@ def is_done(stage: Stage, profile: Profile, root: Path, digests: dict[str, str] 
 def mark_done(stage: Stage, profile: Profile, root: Path, seconds: float, digests: dict[str, str] | None = None) -> None:
     write_json_atomic(_stamp_path(stage, root), {"stage": stage.name, "seconds": round(seconds, 1),
                                                  "signature": stage_signature(stage, profile, root, digests)})
+
+
+def use_networks(p: Plan, folder: Path, root: Path) -> None:
+    """Put the trained networks of ``folder`` where the plan's train stages would write them, marked done.
+
+    Every network is checked before anything is copied (one-line error naming the first missing file).
+    """
+    trains = [s for s in p.stages if s.kind == "train"]
+    for stage in trains:
+        src = folder / stage.tag / f"seed{stage.seed}"
+        missing = [name for name in smoke_networks.NETWORK_FILES if not (src / name).is_file()]
+        if missing:
+            raise ModularityError(f"--networks {folder}: {src / missing[0]} is missing (needed by {stage.name})")
+    from .stages import staged_dir
+
+    for stage in trains:
+        with staged_dir(stage_output(stage, root)) as staging:
+            for name in smoke_networks.NETWORK_FILES:
+                shutil.copy2(folder / stage.tag / f"seed{stage.seed}" / name, staging / name)
+        mark_done(stage, p.profile, root, 0.0)
 
 
 def run_in_process(stage: Stage, profile: Profile, root: Path) -> None:
@@ -448,11 +471,14 @@ def push() -> None:
 def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | None = None, use_dvc: bool | None = None,
               update_expected: bool = False, check_expected: bool | None = None, progress: bool = True,
               params_path: Path | None = None, expected_dir: Path = EXPECTED_SMOKE, workers: int | None = 1,
-              cluster: str | None = None, push_results: bool = False) -> int:
+              cluster: str | None = None, push_results: bool = False, networks: Path | None = None) -> int:
     """The whole run; returns the exit status (0 ok, 1 regression failure).
 
     ``workers`` > 1 or a ``cluster`` address runs stages in parallel on the Dask engine
-    (:mod:`benchmark.engine`); ``workers=None`` means one per core.
+    (:mod:`benchmark.engine`); ``workers=None`` means one per core. ``networks`` takes the trained
+    networks from that folder (``<tag>/seed<N>/{unpruned,pruned}.pt`` and their ``.json``) instead of
+    training them: the analyses then run from fixed weights (the smoke regression check, networks trained
+    elsewhere). It runs without DVC, whose record would otherwise claim the networks were trained here.
     """
     params = load_params(params_path) if params_path else load_params()
     profile = load_profile(profile_name, params)
@@ -460,9 +486,14 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
     custom_root = root is not None
     root = Path(root) if root is not None else profile.root
     report_dir = Path(report_dir) if report_dir is not None else profile.report_dir
+    if networks is not None and use_dvc:
+        raise ModularityError("--networks runs the analyses without DVC: add --no-dvc")
+    if update_expected and networks is not None and Path(networks).resolve() != (expected_dir / "networks").resolve():
+        raise ModularityError(f"--update-expected writes values for the committed networks {expected_dir / 'networks'}, "
+                              f"not for {networks}")
     if use_dvc is None:
-        use_dvc = (not custom_root and params_path is None and (REPO / ".dvc").is_dir() and shutil.which("git") is not None
-                   and _has_dvc())
+        use_dvc = (networks is None and not custom_root and params_path is None and (REPO / ".dvc").is_dir()
+                   and shutil.which("git") is not None and _has_dvc())
     from . import guard
 
     lock = guard.RunLock(guard.lock_path_for(REPO, root, use_dvc))  # one run per clone; released on return
@@ -473,6 +504,8 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
 
         if write_dvc_yaml():
             print("dvc.yaml regenerated from benchmark/specs and params.yaml")
+    if networks is not None:
+        use_networks(p, Path(networks), root)
     n_rows = sum(r.skip is None for r in p.rows)
     cache: dict[str, str | None] = {}
     executor = make_executor(p, root, custom_root, params_path, workers, cluster, use_dvc)
@@ -499,10 +532,29 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
         lock.release()
         return 2
     check = (profile.name == "smoke") if check_expected is None else check_expected
+    trained = [(s.tag, s.seed) for s in p.stages if s.kind == "train"]
     if update_expected:
+        if networks is None:  # the networks trained now become the committed ones the analysis check starts from
+            smoke_networks.commit_networks(trained, root, expected_dir / "networks")
         regression(records, expected_dir, update=True)
         print(f"expected values rewritten under {expected_dir}")
         return 0
+    if check and networks is None:
+        # Trained here: the training is checked against the committed networks; the analysis check needs
+        # the very same networks, which another CPU does not give (benchmark/smoke_networks.py).
+        found = smoke_networks.check_training(trained, root, expected_dir / "networks")
+        for line in found.notes:
+            print(f"training: {line}")
+        if found.problems:
+            print(f"REGRESSION: {len(found.problems)} training difference(s) from {expected_dir / 'networks'}:",
+                  file=sys.stderr)
+            for line in found.problems:
+                print(f"  {line}", file=sys.stderr)
+            return 1
+        if not all(line.endswith("identical to the committed network") for line in found.notes):
+            print("analysis check skipped: these networks are not bit for bit the committed ones (another CPU); "
+                  f"`--networks {expected_dir / 'networks'} --no-dvc` checks the analysis from them")
+            return 0
     if check:
         problems = regression(records, expected_dir, update=False)
         if problems:
@@ -554,13 +606,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", default=os.environ.get("MODULARITY_CLUSTER") or None,
                         help="address of a Dask scheduler (tcp://host:8786) to run the stages on")
     parser.add_argument("--push", action="store_true", help="dvc push to the default remote after the run")
-    parser.add_argument("--update-expected", action="store_true", help="rewrite benchmark/expected/smoke/ on purpose")
+    parser.add_argument("--update-expected", action="store_true",
+                        help="rewrite benchmark/expected/smoke/ on purpose (the networks too, unless --networks)")
     parser.add_argument("--no-check", action="store_true", help="skip the regression check of the smoke profile")
     parser.add_argument("--write-dvc-yaml", action="store_true", help="only regenerate dvc.yaml and exit")
     parser.add_argument("--report-only", action="store_true", help="only write the report (the report@<P> stage)")
     parser.add_argument("--pull", nargs="*", default=None, metavar="STAGE", help="dvc pull, checking the remote first")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (rows and stages) and exit")
     parser.add_argument("--root", type=Path, default=None, help="output root (default: data/benchmark/<profile>)")
+    parser.add_argument("--networks", type=Path, default=None, metavar="DIR",
+                        help="take the trained networks from DIR/<tag>/seed<N>/ instead of training (needs --no-dvc)")
     parser.add_argument("--report-dir", type=Path, default=None, help="report folder (default: the profile's)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -586,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
         return reproduce(args.profile, root=args.root, report_dir=args.report_dir,
                          use_dvc=False if args.no_dvc else None, update_expected=args.update_expected,
                          check_expected=False if args.no_check else None, progress=not args.no_progress,
-                         workers=args.workers, cluster=args.cluster, push_results=args.push)
+                         workers=args.workers, cluster=args.cluster, push_results=args.push, networks=args.networks)
     except ModularityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
