@@ -49,6 +49,13 @@ class TrainingCheck:
     same_cpu: bool
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    n_identical: int = 0
+    n_compared: int = 0
+
+    @property
+    def bit_for_bit(self) -> bool:
+        """Every network identical to its committed one (then the analysis check applies to them too)."""
+        return self.n_compared > 0 and self.n_identical == self.n_compared and not self.problems
 
 
 def made_on(folder: Path = EXPECTED_NETWORKS) -> dict[str, Any]:
@@ -94,7 +101,9 @@ def check_training(networks: list[tuple[str, int]], trained_root: Path,
             if set(ref) != set(new):
                 result.problems.append(f"{name}: parameters {sorted(set(ref) ^ set(new))} differ in name")
                 continue
+            result.n_compared += 1
             if all(torch.equal(new[k], ref[k]) for k in ref):
+                result.n_identical += 1
                 result.notes.append(f"{name}: identical to the committed network")
                 continue
             dist = relative_distance(new, ref)

@@ -118,7 +118,7 @@ def _perturb(trained: Path, tag: str, state: str, scale: float, meta: dict | Non
 def test_the_committed_networks_match_themselves_bit_for_bit(tmp_path: Path) -> None:
     expected, trained = _copy_networks(tmp_path)
     found = smoke_networks.check_training(SMOKE, trained, expected)
-    assert found.problems == [] and len(found.notes) == 4
+    assert found.problems == [] and len(found.notes) == 4 and found.bit_for_bit
     assert all(n.endswith("identical to the committed network") for n in found.notes)
 
 
@@ -141,7 +141,7 @@ def test_on_another_cpu_the_training_check_allows_kernel_noise_but_not_more(tmp_
     _perturb(trained, "MNIST", "pruned", 1e-3)  # about what other kernels did (distance 0.02, measured)
     found = smoke_networks.check_training(SMOKE, trained, expected)
     assert not found.same_cpu and found.problems == [], found.problems
-    assert any("other bits (another CPU)" in n for n in found.notes)
+    assert any("other bits (another CPU)" in n for n in found.notes) and not found.bit_for_bit
     _perturb(trained, "CNN-MNIST", "unpruned", 0.5)  # far more than kernels do
     _perturb(trained, "MNIST", "unpruned", 1e-4, meta={"test_acc": 0.1})
     found = smoke_networks.check_training(SMOKE, trained, expected)
