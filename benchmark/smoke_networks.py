@@ -1,8 +1,9 @@
 """The smoke regression's committed networks: the analysis is checked exactly from them, training separately.
 
 Why two checks: a last-bit difference between two CPUs' kernels grows through training into other
-networks (2026-12-02: two Intel CPUs, models 167 and 207, agreed with each other under the pinned
-numerics and both differed from the CPU that had stored the expected values, in 78 values). From fixed
+networks (2026-12-02: two Intel CPUs, models 167 and 207, gave the same results under the pinned
+numerics as far as compared, and both differed from the CPU that had stored the expected values, in 78
+values). From fixed
 networks the analysis does not depend on the kernels: the smoke analysis gave the same stored digits
 under the pinned AVX2 kernels, the native AVX-512 ones, and ATen's default kernels with MKL's AVX code
 path and OpenBLAS's Sandybridge kernels (``tests/test_benchmark_smoke.py`` runs these).
