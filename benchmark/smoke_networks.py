@@ -85,10 +85,12 @@ def check_training(networks: list[tuple[str, int]], trained_root: Path,
     """Compare the networks trained under ``trained_root/checkpoints`` with the committed ones."""
     import torch
 
-    from modularity.numerics import cpu_identity
+    from modularity.numerics import cpu_identity, mode
 
     recorded = made_on(expected)
-    result = TrainingCheck(same_cpu=bool(recorded) and recorded.get("cpu") == cpu_identity())
+    # Same kernels: the same CPU and the same numerics mode (native kernels differ from the pinned ones)
+    result = TrainingCheck(same_cpu=bool(recorded) and recorded.get("cpu") == cpu_identity()
+                           and recorded.get("numerics", {}).get("mode") == mode())
     for tag, seed in networks:
         for state in STATES:
             name = f"{tag} seed {seed} {state}"
