@@ -166,12 +166,8 @@ def use_networks(p: Plan, folder: Path, root: Path) -> None:
         missing = [name for name in smoke_networks.NETWORK_FILES if not (src / name).is_file()]
         if missing:
             raise ModularityError(f"--networks {folder}: {src / missing[0]} is missing (needed by {stage.name})")
-    from .stages import staged_dir
-
     for stage in trains:
-        with staged_dir(stage_output(stage, root)) as staging:
-            for name in smoke_networks.NETWORK_FILES:
-                shutil.copy2(folder / stage.tag / f"seed{stage.seed}" / name, staging / name)
+        smoke_networks.copy_network(folder / stage.tag / f"seed{stage.seed}", stage_output(stage, root))
         mark_done(stage, p.profile, root, 0.0)
 
 
@@ -533,27 +529,28 @@ def reproduce(profile_name: str, root: Path | None = None, report_dir: Path | No
         return 2
     check = (profile.name == "smoke") if check_expected is None else check_expected
     trained = [(s.tag, s.seed) for s in p.stages if s.kind == "train"]
+    committed = expected_dir / "networks"
     if update_expected:
         if networks is None:  # the networks trained now become the committed ones the analysis check starts from
-            smoke_networks.commit_networks(trained, root, expected_dir / "networks")
+            smoke_networks.commit_networks(trained, root, committed)
         regression(records, expected_dir, update=True)
         print(f"expected values rewritten under {expected_dir}")
         return 0
     if check and networks is None:
         # Trained here: the training is checked against the committed networks; the analysis check needs
         # the very same networks, which another CPU does not give (benchmark/smoke_networks.py).
-        found = smoke_networks.check_training(trained, root, expected_dir / "networks")
+        found = smoke_networks.check_training(trained, root, committed)
         for line in found.notes:
             print(f"training: {line}")
         if found.problems:
-            print(f"REGRESSION: {len(found.problems)} training difference(s) from {expected_dir / 'networks'}:",
+            print(f"REGRESSION: {len(found.problems)} training difference(s) from {committed}:",
                   file=sys.stderr)
             for line in found.problems:
                 print(f"  {line}", file=sys.stderr)
             return 1
         if not found.bit_for_bit:
             print("analysis check skipped: these networks are not bit for bit the committed ones (another CPU); "
-                  f"`--networks {expected_dir / 'networks'} --no-dvc` checks the analysis from them")
+                  f"`--networks {committed} --no-dvc` checks the analysis from them")
             return 0
     if check:
         problems = regression(records, expected_dir, update=False)

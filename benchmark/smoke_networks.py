@@ -64,6 +64,25 @@ def made_on(folder: Path = EXPECTED_NETWORKS) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def same_kernels(expected: Path = EXPECTED_NETWORKS) -> bool:
+    """Whether this process runs the kernels that trained the committed networks: same CPU, same numerics mode."""
+    from modularity.numerics import cpu_identity, mode
+
+    recorded = made_on(expected)
+    return bool(recorded) and recorded.get("cpu") == cpu_identity() and recorded.get("numerics", {}).get("mode") == mode()
+
+
+def copy_network(src: Path, dst: Path) -> None:
+    """Copy one network's files (:data:`NETWORK_FILES`) from folder ``src`` to ``dst``, atomically."""
+    import shutil
+
+    from .stages import staged_dir
+
+    with staged_dir(dst) as staging:
+        for name in NETWORK_FILES:
+            shutil.copy2(src / name, staging / name)
+
+
 def relative_distance(a: dict[str, Any], b: dict[str, Any]) -> float:
     """||a - b|| / ||b|| over every floating-point tensor of two state dicts with the same keys."""
     num = den = 0.0
@@ -85,17 +104,14 @@ def check_training(networks: list[tuple[str, int]], trained_root: Path,
     """Compare the networks trained under ``trained_root/checkpoints`` with the committed ones."""
     import torch
 
-    from modularity.numerics import cpu_identity, mode
+    from .plan import checkpoint_dir
 
-    recorded = made_on(expected)
-    # Same kernels: the same CPU and the same numerics mode (native kernels differ from the pinned ones)
-    result = TrainingCheck(same_cpu=bool(recorded) and recorded.get("cpu") == cpu_identity()
-                           and recorded.get("numerics", {}).get("mode") == mode())
+    result = TrainingCheck(same_cpu=same_kernels(expected))
     for tag, seed in networks:
         for state in STATES:
             name = f"{tag} seed {seed} {state}"
             ref_path = expected / tag / f"seed{seed}" / f"{state}.pt"
-            new_path = trained_root / "checkpoints" / tag / f"seed{seed}" / f"{state}.pt"
+            new_path = checkpoint_dir(trained_root, tag, seed) / f"{state}.pt"
             if not ref_path.is_file():
                 result.problems.append(f"{name}: no committed network {ref_path} (make update-expected)")
                 continue
@@ -128,18 +144,15 @@ def check_training(networks: list[tuple[str, int]], trained_root: Path,
 
 def commit_networks(networks: list[tuple[str, int]], trained_root: Path, expected: Path = EXPECTED_NETWORKS) -> None:
     """Replace the committed networks with those under ``trained_root/checkpoints`` (make update-expected)."""
-    import shutil
+    import torch
 
     from modularity.numerics import cpu_identity, state
     from modularity.utils import write_json_atomic
 
-    from .stages import staged_dir
+    from .plan import checkpoint_dir
 
     for tag, seed in networks:
-        with staged_dir(expected / tag / f"seed{seed}") as staging:
-            for name in NETWORK_FILES:
-                shutil.copy2(trained_root / "checkpoints" / tag / f"seed{seed}" / name, staging / name)
-    import torch
+        copy_network(checkpoint_dir(trained_root, tag, seed), expected / tag / f"seed{seed}")
 
     write_json_atomic(expected / MADE_ON, {"cpu": cpu_identity(), "numerics": state(), "torch": torch.__version__,
                                            "networks": [f"{tag}/seed{seed}" for tag, seed in networks]})
