@@ -41,6 +41,16 @@ class Runner:
         return f"Runner({self.target!r})"
 
 
+def _int_or_auto(text: str) -> int | str:
+    """``--batch-size``: ``auto`` or an integer (range checked by :mod:`modularity.validate`)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or auto, got {text!r}") from None
+
+
 def add_model_options(p: argparse.ArgumentParser, data: bool = True) -> None:
     """Make the checkpoint optional and add ``--model``, ``--weights`` (and ``--data``): your own network."""
     p.add_argument("--model", default=None, metavar="MODULE:FACTORY",
@@ -152,7 +162,8 @@ def add_coherence(sub: Subparsers) -> None:
                    help="statsmodels multipletests method (default holm)")
     p.add_argument("--ties", default="strict", choices=TIE_RULES,
                    help="how a random image with exactly the true value counts (modularity.stats; default strict)")
-    p.add_argument("--batch-size", type=int, default=256, help="images optimised at once (memory, not results)")
+    p.add_argument("--batch-size", type=_int_or_auto, default="auto",
+                   help="images optimised at once: an integer, or auto (sized to the network; speed, not results)")
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (default: <checkpoint folder>/<pruned|unpruned>-k<K>-seed<S>-coherence)")
     p.set_defaults(func=Runner("modularity.visualize:_cli"))

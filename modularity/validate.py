@@ -435,7 +435,8 @@ def coherence_command(args: Any) -> None:
     k(args.k)
     coherence_options(args.n_random, args.steps, args.seed, args.lr, args.min_size, args.max_prop,
                       args.correction, args.ties)
-    integer(args.batch_size, "batch_size", 1)
+    if args.batch_size != "auto":
+        integer(args.batch_size, "batch_size", 1)
     if getattr(args, "relu_override_steps", None) is not None:
         integer(args.relu_override_steps, "relu_override_steps", 0)
     output_dir(_out_folder(args))

@@ -46,7 +46,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -136,7 +136,7 @@ def _draw_random_sets(sc: Any, n_random: int, seed: int, include_isolated: bool)
 def visualize_subclusters(model: nn.Module, subclusters: Sequence[Any], n_random: int = 9, seed: int = 0,
                           config: VisConfig | None = None, *, min_size: int = 4, max_prop: float = 0.8,
                           random_units: Sequence[np.ndarray] | None = None, include_isolated: bool = True,
-                          image_shape: Sequence[int] | None = None, batch_size: int | None = 256,
+                          image_shape: Sequence[int] | None = None, batch_size: int | None | Literal["auto"] = "auto",
                           device: str | torch.device | None = None,
                           input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                           ) -> SubclusterVisualisation:
@@ -255,7 +255,7 @@ def input_coherence(model: nn.Module, subclusters: Sequence[Any], n_random: int 
                     decorrelate: bool = True, transforms: Transforms | None = None, min_size: int = 4,
                     max_prop: float = 0.8, random_units: Sequence[np.ndarray] | None = None,
                     include_isolated: bool = True, correction: str = "holm", ties: str = "strict",
-                    image_shape: Sequence[int] | None = None, batch_size: int | None = 256,
+                    image_shape: Sequence[int] | None = None, batch_size: int | None | Literal["auto"] = "auto",
                     device: str | torch.device | None = None,
                     input_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     ) -> InputCoherenceResult:

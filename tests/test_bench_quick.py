@@ -111,7 +111,7 @@ def test_missing_peer_is_recorded_as_not_installed(tmp_path: Path, monkeypatch: 
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lucent" else real(name, *a))
-    res = bench_visualize.compare_lucent(torch.nn.Linear(2, 2), [], 1, 1, [1, 1, 2], 1.0)
+    res = bench_visualize.compare_lucent(torch.nn.Linear(2, 2), [], 1, 1, [1, 1, 2], 1.0, 1)
     assert res == {"lucent_single": "not installed", "lucent_batched": "not installed"}
 
 

@@ -111,6 +111,32 @@ def test_redirected_relu_gradient_by_hand() -> None:
     assert torch.equal(x.grad, torch.tensor([[0.0, -1.0], [-1.0, 0.0]]))
 
 
+def _lucid_redirected_relu_grad(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Oracle: lucid.misc.redirected_relu_grad transcribed line by line (tf.where -> torch.where)."""
+    relu_grad = torch.where(x < 0.0, torch.zeros_like(grad), grad)
+    neg_pushing_lower = (x < 0.0) & (grad > 0.0)
+    redirected_grad = torch.where(neg_pushing_lower, torch.zeros_like(grad), grad)
+    relu_grad_mag = relu_grad.reshape(x.shape[0], -1).norm(dim=1)
+    return torch.where((relu_grad_mag > 0.0).view(-1, *([1] * (x.dim() - 1))), relu_grad, redirected_grad)
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (6, 3, 4, 4)])
+def test_redirected_relu_gradient_equals_lucids_bit_for_bit(shape: tuple[int, ...]) -> None:
+    """Random inputs with some images entirely dead (redirected) and some alive (ordinary gradient),
+    dense and convolutional shapes: the backward equals the oracle exactly, bit for bit."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(*shape, generator=g)
+    x[1] = -x[1].abs() - 0.1  # image 1: every unit dead
+    x[4] = -x[4].abs()  # image 4: dead, and its gradient below also pushes some units lower
+    grad = torch.randn(*shape, generator=g)
+    grad[2] = 0.0  # image 2: no gradient at all
+    xr = x.clone().requires_grad_()
+    V.RedirectedReLU()(xr).backward(grad)
+    expected = _lucid_redirected_relu_grad(x, grad)
+    assert torch.equal(xr.grad, expected)
+    assert not torch.equal(expected, torch.where(x < 0, torch.zeros_like(grad), grad))  # some image redirected
+
+
 def dead_unit_mlp() -> MLP:
     """16 inputs (1x4x4), one hidden unit with weights +1 and bias -10: dead on a grey image."""
     m = MLP(in_features=16, hidden=(2,), n_classes=2)
@@ -459,3 +485,40 @@ def test_cli_writes_tables_summary_and_grid(tmp_path) -> None:  # type: ignore[n
 
     with pytest.raises(CheckpointError):
         run_cli([str(tmp_path / "missing.pt")])
+
+
+# --------------------------------------------------------------------------------------------------
+# batch_size="auto"
+
+
+def test_auto_batch_size_by_hand() -> None:
+    """The largest per-image buffer, by hand: the small CNN's conv2 im2col matrix (64 channels x 3 x 3
+    x 28 x 28 positions, 4 bytes) and the MLP's 784-pixel input; 32 MiB over them, rounded down."""
+    from modularity.featurevis.render import AUTO_CHUNK_BYTES, auto_batch_size
+
+    cpu, budget = torch.device(CPU), AUTO_CHUNK_BYTES["cpu"]
+    assert budget == 32 * 2**20
+    assert auto_batch_size(SmallCNN().eval(), (1, 28, 28), cpu) == budget // (64 * 9 * 28 * 28 * 4) == 18
+    assert auto_batch_size(MLP().eval(), (1, 28, 28), cpu) == budget // (784 * 4) == 10699
+    assert auto_batch_size(MLP().double().eval(), (1, 28, 28), cpu, dtype=torch.float64) == budget // (784 * 8)
+    nn = torch.nn
+    huge = nn.Sequential(nn.Conv2d(1, 2048, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2048, 2))
+    assert auto_batch_size(huge, (1, 64, 64), cpu) == 1  # 2048 x 64 x 64 x 4 bytes > 32 MiB per image: never 0
+
+
+def test_auto_batch_size_gives_the_same_images_as_one_batch() -> None:
+    """``"auto"`` chunks the small CNN's images (18 per chunk): the images equal one batch of all, bit
+    for bit (each image has its own parameters, seed and objective)."""
+    from modularity.models import SmallCNN
+
+    torch.manual_seed(0)
+    m = SmallCNN().eval()
+    targets = [(layer, np.array([u, u + 1])) for layer in ("conv1", "conv3") for u in range(10)]
+    keys = [(layer, int(units[0])) for layer, units in targets]
+    cfg = V.VisConfig(steps=3)
+    auto = V.visualize_sets(m, targets, keys, 0, cfg, device=CPU)
+    whole = V.visualize_sets(m, targets, keys, 0, cfg, device=CPU, batch_size=None)
+    assert np.array_equal(auto.images, whole.images)
+    pd.testing.assert_frame_equal(auto.table, whole.table)
+    with pytest.raises(ModularityError, match="batch_size must be"):
+        V.visualize_sets(m, targets, keys, 0, cfg, device=CPU, batch_size="big")  # type: ignore[arg-type]

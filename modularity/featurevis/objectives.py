@@ -37,12 +37,16 @@ class _RedirectedReLUFunction(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         (x,) = ctx.saved_tensors
         dead = x < 0
-        relu_grad = torch.where(dead, torch.zeros_like(grad), grad)
+        relu_grad = grad.masked_fill(dead, 0.0)
         if not ctx.active:  # outside the override window: the ordinary ReLU gradient
             return relu_grad, None
-        redirected = torch.where(dead & (grad > 0), torch.zeros_like(grad), grad)
         passes = relu_grad.reshape(grad.shape[0], -1).norm(dim=1) > 0
-        return torch.where(passes.view(-1, *([1] * (grad.dim() - 1))), relu_grad, redirected), None
+        if bool(passes.all()):  # the usual case after the first steps: nothing to redirect
+            return relu_grad, None
+        stuck = ~passes  # only these images take the redirected gradient (Lucid's tf.where on the norm)
+        g = grad[stuck]
+        relu_grad[stuck] = g.masked_fill(dead[stuck] & (g > 0), 0.0)
+        return relu_grad, None
 
 
 class RedirectedReLU(nn.Module):
