@@ -157,8 +157,9 @@ def visualize_sets(model: nn.Module, targets: Sequence[tuple[str, Any]], keys: S
     ``rng_for(seed, "feature-vis", *keys[i])``, so an image is the same whichever batch it is in.
     ``batch_size`` bounds the images optimised at once (``None``: all; ``"auto"``: as many as keep the
     largest per-image buffer of the forward pass within :data:`AUTO_CHUNK_BYTES`, see
-    :func:`auto_batch_size`); it changes speed and memory, not results. ``input_transform`` maps [0, 1] images to what the network expects (e.g. ImageNet
-    normalisation); the default feeds them as they are, like the datasets here.
+    :func:`auto_batch_size`); it changes speed and memory, not results. ``input_transform`` maps [0, 1]
+    images to what the network expects (e.g. ImageNet normalisation); the default feeds them as they
+    are, like the datasets here.
     """
     config = config or VisConfig()
     if len(targets) != len(keys):
