@@ -11,6 +11,8 @@ PROFILE ?= default
 PYTEST_ARGS ?=
 CLUSTER ?=
 WORKERS ?=
+# Trained networks for `make bench`: yours under data/checkpoints when there, else the committed smoke networks.
+CHECKPOINTS ?= $(if $(wildcard data/checkpoints/MNIST/seed0/pruned.pt),data/checkpoints,benchmark/expected/smoke/networks)
 export PYTHONUNBUFFERED := 1
 export MPLBACKEND := Agg
 
@@ -62,10 +64,10 @@ update-expected: setup ## retrain the smoke networks and rewrite their expected 
 	$(PY) -m benchmark.reproduce --profile smoke --no-dvc --root $(or $(TMPDIR),/tmp)/modularity-update-expected --update-expected \
 	  $(if $(filter keep,$(NETWORKS)),--networks benchmark/expected/smoke/networks)
 
-bench: setup $(STAMPS)/bench ## performance benchmarks: ratios measured side by side, written to paper/performance.json
-	$(PY) -m benchmark.bench_clustering
-	$(PY) -m benchmark.bench_lesion
-	$(PY) -m benchmark.bench_visualize
+bench: setup $(STAMPS)/bench ## performance benchmarks: ratios measured side by side, written to paper/performance.json (CHECKPOINTS=dir)
+	$(PY) -m benchmark.bench_clustering --mlp-checkpoint $(CHECKPOINTS)/MNIST/seed0/pruned.pt
+	$(PY) -m benchmark.bench_lesion --checkpoints $(CHECKPOINTS)
+	$(PY) -m benchmark.bench_visualize --checkpoints $(CHECKPOINTS)
 	$(PY) -m benchmark.bench_training
 	$(PY) -m benchmark.bench_numerics
 

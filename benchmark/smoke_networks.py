@@ -3,7 +3,9 @@
 Why two checks: a last-bit difference between two CPUs' kernels grows through training into other
 networks (2026-12-02: two Intel CPUs, models 167 and 207, gave the same results under the pinned
 numerics as far as compared, and both differed from the CPU that had stored the expected values, in 78
-values). From fixed
+values; an AMD EPYC reproduced those first stored values to every digit, and ``benchmark.numerics_trace``
+found the kernel: MKL's ``addmm`` gives other bits on AMD than on Intel even under ``MKL_CBWR=AVX2,STRICT``,
+whose reproducibility guarantee MKL gives for Intel processors). From fixed
 networks the analysis does not depend on the kernels: the smoke analysis gave the same stored digits
 under the pinned AVX2 kernels, the native AVX-512 ones, and ATen's default kernels with MKL's AVX code
 path and OpenBLAS's Sandybridge kernels (``tests/test_benchmark_smoke.py`` runs these).
@@ -36,11 +38,15 @@ NETWORK_FILES = ("unpruned.pt", "unpruned.json", "pruned.pt", "pruned.json")  # 
 #: |accuracy here - committed| allowed on another CPU. Measured 2026-12-02 between real CPUs: up to
 #: 0.0041 (test) and 0.0060 (train), the smoke networks being trained on 2 000 / 500 images only.
 ACCURACY_TOLERANCE = 0.02
-#: ||w_here - w_committed|| / ||w_committed|| allowed on another CPU, over all parameters of a network.
-#: Measured 2026-12-02 on one machine: AVX-512 kernels instead of the pinned AVX2 ones moved the smoke
-#: networks by 3e-7 to 0.020 (the pruned MLP, where a few pruning-mask choices flip); another seed
-#: moves them by 1.41 (independent initialisations).
-DISTANCE_TOLERANCE = 0.1
+#: ||w_here - w_committed|| / ||w_committed|| allowed on another CPU, over all parameters of a network, by
+#: state. Measured 2026-12-02 (pinned numerics unless said): between real CPUs (an AMD EPYC against the
+#: Intel Xeon that trained the committed networks) 2.7e-7 (MLP) and 4e-4 (CNN) unpruned, 0.020 (MLP) and
+#: 0.096 (CNN) pruned, where a few pruning-mask choices flip and the pruned epoch amplifies them; native
+#: AVX-512 kernels on one Intel CPU, 3e-7 to 0.020. A recipe change as small as 1% fewer training images
+#: moved them by 0.088 / 0.12 unpruned and 0.64 / 0.72 pruned (MLP / CNN), another seed by 1.41. Each
+#: tolerance sits between the two: 25x the CPU spread unpruned, 3x pruned, and at least 2x below the
+#: smallest recipe change measured.
+DISTANCE_TOLERANCE = {"unpruned": 0.01, "pruned": 0.3}
 
 
 @dataclass
@@ -131,8 +137,8 @@ def check_training(networks: list[tuple[str, int]], trained_root: Path,
                                        "a CPU like the one that trained it, where it must be bit for bit the same")
                 continue
             result.notes.append(f"{name}: other bits (another CPU), relative distance {dist:.3g}")
-            if not dist <= DISTANCE_TOLERANCE:
-                result.problems.append(f"{name}: relative distance {dist:.3g} > {DISTANCE_TOLERANCE}")
+            if not dist <= DISTANCE_TOLERANCE[state]:
+                result.problems.append(f"{name}: relative distance {dist:.3g} > {DISTANCE_TOLERANCE[state]}")
             for metric in ("train_acc", "test_acc"):
                 if metric in ref_meta and not abs(new_meta[metric] - ref_meta[metric]) <= ACCURACY_TOLERANCE:
                     result.problems.append(f"{name}: {metric} {new_meta[metric]:.4f}, committed {ref_meta[metric]:.4f} "

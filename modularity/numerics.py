@@ -8,7 +8,8 @@ smoke profile's stored values changed when this machine was made to use its AVX2
 ``MODULARITY_NUMERICS`` chooses the mode; it is read once, when :mod:`modularity` is imported:
 
 * ``reproducible`` (default): every CPU with AVX2 (x86-64 machines since about 2013) runs the same
-  kernels:
+  kernels, and every Intel one the same bits (MKL's AVX2 branch is reproducible "on every Intel CPU";
+  on an AMD EPYC its matrix products gave other last bits, found by ``benchmark.numerics_trace``):
 
   - ``ATEN_CPU_CAPABILITY=avx2``: torch's own vectorised kernels (reductions, softmax, element-wise);
   - ``MKL_CBWR=AVX2,STRICT``: MKL's conditional numerical reproducibility for the matrix products

@@ -7,8 +7,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -59,15 +63,10 @@ def test_no_scheduler_is_one_line_error() -> None:
         engine.DaskExecutor(lambda s: [], lambda s: Path("x"), address=f"tcp://127.0.0.1:{_free_port()}")
 
 
-@pytest.mark.slow
-def test_cluster_of_two_worker_processes_gives_the_tables_of_a_local_run(tmp_path: Path) -> None:
-    if not (plan.REPO / "data" / "datasets" / "mnist" / "manifest.json").is_file():
-        pytest.skip("MNIST is not prepared (make data)")
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"profiles": {"tiny": TINY}}))
-    kw = dict(use_dvc=False, check_expected=False, progress=False, params_path=params)
-    assert reproduce.reproduce("tiny", root=tmp_path / "local", report_dir=tmp_path / "local-report", **kw) == 0
-
+@contextmanager
+def loopback_cluster(n_workers: int, n_threads: int) -> Iterator[str]:
+    """A Dask scheduler and ``n_workers`` worker processes of ``n_threads`` threads (resource stage=1) on
+    127.0.0.1, as a lab would start them (``dask scheduler`` / ``dask worker``); yields the address."""
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=str(plan.REPO), OMP_NUM_THREADS="1", DASK_DISTRIBUTED__WORKER__DAEMON="False")
@@ -75,16 +74,15 @@ def test_cluster_of_two_worker_processes_gives_the_tables_of_a_local_run(tmp_pat
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         time.sleep(1)
-        for _ in range(2):
+        for _ in range(n_workers):
             procs.append(subprocess.Popen([DASK, "worker", address, "--host", "127.0.0.1", "--nworkers", "1",
-                                           "--nthreads", "1", "--resources", "stage=1", "--no-dashboard"],
+                                           "--nthreads", str(n_threads), "--resources", "stage=1", "--no-dashboard"],
                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         from distributed import Client
 
         with Client(address, timeout="30s") as client:
-            client.wait_for_workers(2, timeout=60)
-        status = reproduce.reproduce("tiny", root=tmp_path / "cluster", report_dir=tmp_path / "cluster-report",
-                                     cluster=address, **kw)
+            client.wait_for_workers(n_workers, timeout=60)
+        yield address
     finally:
         for proc in reversed(procs):
             proc.terminate()
@@ -93,16 +91,69 @@ def test_cluster_of_two_worker_processes_gives_the_tables_of_a_local_run(tmp_pat
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    assert status == 0
-    local, remote = _tables(tmp_path / "local-report"), _tables(tmp_path / "cluster-report")
+
+
+def _tiny(tmp_path: Path) -> tuple[Path, dict]:
+    if not (plan.REPO / "data" / "datasets" / "mnist" / "manifest.json").is_file():
+        pytest.skip("MNIST is not prepared (make data)")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"profiles": {"tiny": TINY}}))
+    return params, dict(use_dvc=False, check_expected=False, progress=False, params_path=params)
+
+
+def _results(root: Path) -> pd.DataFrame:
+    """Every value of a run's results except the measured time a lesion took."""
+    return pd.read_csv(root / "results.csv").drop(columns=["seconds"], errors="ignore")
+
+
+def _same_run(tmp_path: Path, a: str, b: str) -> None:
+    local, remote = _tables(tmp_path / f"{a}-report"), _tables(tmp_path / f"{b}-report")
     assert local and local == remote
-    import pandas as pd
+    pd.testing.assert_frame_equal(_results(tmp_path / a), _results(tmp_path / b), check_exact=True)
 
-    def results(root: Path) -> pd.DataFrame:  # every value except the measured time a lesion took
-        return pd.read_csv(root / "results.csv").drop(columns=["seconds"], errors="ignore")
 
-    pd.testing.assert_frame_equal(results(tmp_path / "local"), results(tmp_path / "cluster"), check_exact=True)
-    logs = sorted(p.name for p in (tmp_path / "cluster" / "logs").iterdir())
+def _shuffle_tasks_seen(address: str) -> int:
+    """Tasks of the shuffle null's joblib loop (keys ``batch_of__shuffled_ncut_...``) the scheduler has run."""
+    from distributed import Client
+
+    def count(dask_scheduler: Any) -> int:  # prefixes outlive their tasks: the scheduler keeps their statistics
+        return sum(1 for name in dask_scheduler.task_prefixes if "_shuffled_ncut" in name)
+
+    with Client(address, timeout="30s") as client:
+        return int(client.run_on_scheduler(count))
+
+
+@pytest.mark.slow
+def test_clusters_of_worker_processes_give_the_tables_of_a_local_run(tmp_path: Path) -> None:
+    """The tiny profile through three clusters of separate worker processes on 127.0.0.1, each giving the
+    tables and results of a run in one process to the last digit:
+
+    * two workers of one thread: stages in parallel (every stage's log is there);
+    * one worker of one thread, which the clustering stage itself holds: a Dask task for the shuffle null's
+      joblib loop (n_jobs = 2) could never start, so the loop must run in the stage's own process (this
+      configuration hung the default profile on 2026-12-02, before ``engine.joblib_backend`` checked for a
+      spare thread); the run must finish within 10 minutes, with no shuffle task on the cluster;
+    * one worker of two threads: a thread to spare, so the shuffles run as Dask tasks on the cluster.
+    """
+    import threading
+
+    params, kw = _tiny(tmp_path)
+    assert reproduce.reproduce("tiny", root=tmp_path / "local", report_dir=tmp_path / "local-report", **kw) == 0
+    for name, workers, threads, expect_tasks in (("parallel", 2, 1, None), ("busy", 1, 1, False),
+                                                  ("spare", 1, 2, True)):
+        with loopback_cluster(workers, threads) as address:
+            status: list[int] = []
+            run = threading.Thread(target=lambda a=address, n=name, out=status: out.append(reproduce.reproduce(
+                "tiny", root=tmp_path / n, report_dir=tmp_path / f"{n}-report", cluster=a, **kw)), daemon=True)
+            run.start()
+            run.join(timeout=600)
+            assert not run.is_alive(), f"{name}: the run did not finish in 10 minutes (inner tasks waiting for a thread)"
+            seen = _shuffle_tasks_seen(address)
+        assert status == [0], name
+        if expect_tasks is not None:
+            assert (seen > 0) == expect_tasks, f"{name}: {seen} shuffle tasks ran on the cluster"
+        _same_run(tmp_path, "local", name)
+    logs = sorted(p.name for p in (tmp_path / "parallel" / "logs").iterdir())
     assert len(logs) == len(plan.plan(plan.load_profile("tiny", path=params), plan.load_tables()).stages)
 
 
