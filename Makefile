@@ -9,6 +9,9 @@ PY := $(VENV)/bin/python
 STAMPS := .stamps
 PROFILE ?= default
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` / `make test-fast`: one per core, at most 4 (TEST_JOBS=0: one process)
+TEST_JOBS ?= auto
+XDIST = $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --maxprocesses 4 --dist worksteal)
 CLUSTER ?=
 WORKERS ?=
 # Trained networks for `make bench`: yours under data/checkpoints when there, else the committed smoke networks.
@@ -46,10 +49,10 @@ $(STAMPS)/data: $(STAMPS)/venv modularity/data.py
 	@touch $@
 
 test: setup ## everything: unit tests, training tests, the smoke run and its regression check (CI)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: setup ## unit tests only (no training, no smoke run): `-m "not slow"`, a few minutes
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 reproduce: setup ## regenerate every paper table under paper/ (PROFILE=smoke|default|paper, CLUSTER=tcp://host:8786, WORKERS=n)
 	$(PY) -m benchmark.reproduce --profile $(PROFILE) --push $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(WORKERS),--workers $(WORKERS))

@@ -438,16 +438,18 @@ def report_only(profile_name: str, params_path: Path | None = None) -> int:
 
 
 def remote_problem(repo: Path = REPO) -> str | None:
-    """None if the default DVC remote is reachable, else a one-line reason (no remote, a missing folder)."""
-    proc = dvc("remote", "list", check=False, cwd=repo)
-    remotes = dict(line.split(None, 1) for line in proc.stdout.splitlines() if len(line.split(None, 1)) == 2)
+    """None if the default DVC remote is reachable, else a one-line reason (no remote, a missing folder).
+
+    Reads ``dvc config`` rather than ``dvc remote list``: the latter is a table that DVC wraps at 80
+    columns when its output is not a terminal, so a long remote path split the name from its URL.
+    """
     default = dvc("config", "core.remote", check=False, cwd=repo).stdout.strip()
-    if not remotes or not default:
+    if not default:
         return "no DVC remote is configured"
-    url = remotes.get(default, "").split()[0] if remotes.get(default) else ""
+    url = dvc("config", f"remote.{default}.url", check=False, cwd=repo).stdout.strip()
     if not url:
         return f"the default DVC remote {default!r} is not defined"
-    folder = (repo / ".dvc" / url).resolve()  # DVC resolves a relative folder against .dvc/
+    folder = (repo / ".dvc" / url).resolve()  # DVC prints a folder absolute; kept relative-safe (.dvc/)
     if "://" not in url and not folder.is_dir():
         return f"the DVC remote {default!r} is the folder {folder}, which does not exist"
     return None

@@ -58,13 +58,17 @@ def test_repository_tracks_the_prepared_datasets_in_data_dvc() -> None:
 def test_pull_without_a_remote_says_what_to_do_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from benchmark import reproduce
 
-    run("git", "init", "-q", cwd=tmp_path)
-    run(DVC, "init", "-q", cwd=tmp_path)
-    assert reproduce.remote_problem(tmp_path) == "no DVC remote is configured"
-    run(DVC, "remote", "add", "-d", "lab", "missing", cwd=tmp_path)  # stored relative to .dvc/
-    assert reproduce.remote_problem(tmp_path) == f"the DVC remote 'lab' is the folder {tmp_path / 'missing'}, which does not exist"
-    (tmp_path / "missing").mkdir()
-    assert reproduce.remote_problem(tmp_path) is None
+    repo = tmp_path / ("a" * 80)  # a long path: `dvc remote list` wraps such a table, `dvc config` does not
+    repo.mkdir()
+    run("git", "init", "-q", cwd=repo)
+    run(DVC, "init", "-q", cwd=repo)
+    assert reproduce.remote_problem(repo) == "no DVC remote is configured"
+    run(DVC, "config", "core.remote", "ghost", cwd=repo)
+    assert reproduce.remote_problem(repo) == "the default DVC remote 'ghost' is not defined"
+    run(DVC, "remote", "add", "-d", "lab", "missing", cwd=repo)  # stored relative to .dvc/
+    assert reproduce.remote_problem(repo) == f"the DVC remote 'lab' is the folder {repo / 'missing'}, which does not exist"
+    (repo / "missing").mkdir()
+    assert reproduce.remote_problem(repo) is None
     if reproduce.remote_problem() is not None:  # this clone has no remote: the wrapper refuses with one line
         assert reproduce.main(["--pull"]) == 2
         err = capsys.readouterr().err
