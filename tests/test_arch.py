@@ -373,3 +373,26 @@ def test_operations_after_the_last_unit_layer_are_ignored() -> None:
 
     g = graph_of(SoftmaxHead())
     assert [s.name for s in g.layers] == ["input", "hidden1", "output"] and len(g.blocks) == 2
+
+
+def test_forward_buffers_by_hand() -> None:
+    """Outputs and im2col columns per image, counted by hand: a 3x3 conv on 10x10 gives 8x8 positions."""
+    from modularity.arch.buffers import Buffer, forward_buffers
+    from modularity.lesion.engine import _bytes_per_image
+
+    net = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 5)).eval()
+    x = torch.zeros(1, 4, 10, 10)
+    assert forward_buffers(net, x) == [Buffer("0", 8 * 64, 2 * 9 * 64, 4), Buffer("1", 512, 0, 4),
+                                       Buffer("2", 512, 0, 4), Buffer("3", 5, 0, 4)]
+    assert forward_buffers(net.double(), x.double())[0].itemsize == 8
+    net.float()
+    before = torch.backends.mkldnn.enabled
+    try:
+        torch.backends.mkldnn.enabled = False  # pinned numerics: the column matrix is materialised
+        assert _bytes_per_image(net, x) == (512 + 1152 + 512 + 512 + 5) * 4
+        torch.backends.mkldnn.enabled = True
+        assert _bytes_per_image(net, x) == (512 * 3 + 5) * 4
+    finally:
+        torch.backends.mkldnn.enabled = before
+    with pytest.raises(ModularityError, match="batch of one image"):
+        forward_buffers(net, torch.zeros(2, 4, 10, 10))

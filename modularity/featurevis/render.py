@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..arch import LayerSpec, input_shape, layer_by_name, layer_specs
+from ..arch.buffers import forward_buffers
 from ..errors import ModularityError
 from ..utils import default_device, rng_for
 from .objectives import UnitSetObjective, _Activations, _working_copy, set_override_active
@@ -226,23 +227,9 @@ def auto_batch_size(net: nn.Module, shape: tuple[int, int, int], device: torch.d
     Why: a convolution without oneDNN (the pinned numerics) unfolds the whole batch at once, so an
     oversized chunk is limited by memory traffic, not arithmetic (see :data:`AUTO_CHUNK_BYTES`).
     """
-    largest = 1
-    def hook(module: nn.Module, _inp: Any, out: Any) -> None:
-        nonlocal largest
-        if isinstance(out, torch.Tensor):
-            largest = max(largest, out[0].numel())
-            if isinstance(module, nn.modules.conv._ConvNd):
-                unfolded = module.in_channels // module.groups * math.prod(module.kernel_size)
-                largest = max(largest, unfolded * math.prod(out.shape[2:]))
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            x = torch.zeros(1, *shape, device=device, dtype=dtype)
-            net(input_transform(x) if input_transform is not None else x)
-    finally:
-        for h in handles:
-            h.remove()
+    x = torch.zeros(1, *shape, device=device, dtype=dtype)
+    buffers = forward_buffers(net, input_transform(x) if input_transform is not None else x)
+    largest = max([1] + [max(b.output, b.im2col) for b in buffers])
     budget = AUTO_CHUNK_BYTES.get(device.type, AUTO_CHUNK_BYTES["cpu"])
     return max(1, budget // (largest * torch.empty((), dtype=dtype).element_size()))
 

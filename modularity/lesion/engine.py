@@ -47,6 +47,7 @@ from torch import nn
 
 from .. import validate
 from ..arch import LayerSpec, is_flat_sequential, layer_by_name, ops
+from ..arch.buffers import forward_buffers
 from ..errors import ModularityError
 from .definition import check_lesionable, lesion_point, lesioned_logits
 
@@ -422,30 +423,10 @@ def _add_bounds(plan: _Plan) -> None:
 
 
 def _bytes_per_image(model: nn.Module, example: torch.Tensor) -> int:
-    """Bytes of all intermediate outputs of one image's forward pass (for sizing chunks).
-
-    Without oneDNN (pinned numerics, ``modularity/numerics.py``) a convolution runs as im2col + a matrix
-    product, whose column buffer (in_channels/groups x kernel area x output pixels per image) is counted
-    too: for a 3x3 convolution it is 9x the layer's input.
-    """
-    total = 0
+    """Bytes of all intermediate outputs of one image's forward pass (for sizing chunks), with each
+    convolution's im2col buffer when oneDNN is off (pinned numerics): see :mod:`modularity.arch.buffers`."""
     im2col = not torch.backends.mkldnn.enabled
-
-    def hook(m: nn.Module, _i: object, out: object) -> None:
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out.numel() * out.element_size()
-            if im2col and isinstance(m, nn.Conv2d) and out.ndim == 4:
-                kh, kw = m.kernel_size
-                total += (m.in_channels // m.groups) * kh * kw * out.shape[-2] * out.shape[-1] * out.element_size()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.inference_mode():
-            model(example)
-    finally:
-        for h in handles:
-            h.remove()
+    total = sum((b.output + (b.im2col if im2col else 0)) * b.itemsize for b in forward_buffers(model, example))
     return max(total, 1)
 
 
