@@ -359,7 +359,7 @@ class OursRow:
 LONG_COLUMNS = ["table", "family", "tag", "pruned", "k", "column", "label", "ours", "paper", "paper_sd",
                 "ours_corrected", "paper_corrected", "n_ours", "n_paper", "criterion", "verdict", "rule"]
 ROW_COLUMNS = ["table", "family", "tag", "pruned", "k", "n_ours", "n_paper", "verdict", "reason", "differing",
-               "comparable", "why", "cells_verdict", "untestable"]
+               "comparable", "why", "cells_verdict", "untestable", "stability"]
 
 
 def aggregate_results(table: TableSpec, rows: list[Row], results: pd.DataFrame) -> dict[tuple[str, bool, int], OursRow]:
@@ -377,6 +377,62 @@ def aggregate_results(table: TableSpec, rows: list[Row], results: pd.DataFrame) 
     return out
 
 
+def judge_cells(table: TableSpec, row: Row, profile: Profile | None, mine: OursRow,
+                prow: pd.DataFrame) -> list[tuple[Column, float, float, float, Judgement]]:
+    """Every column of one row judged: (column, ours, paper, paper SD, judgement), cells whose protocol is
+    not the paper's marked not comparable (:func:`cell_protocol`)."""
+    n_paper, out = len(prow), []
+    for col in table.columns:
+        o = mine.values.get(col.name, math.nan)
+        has_paper = n_paper and col.key in prow
+        pap = aggregate(prow[col.key], col) if has_paper else math.nan
+        sd = replicate_sd(prow[col.key]) if has_paper and col.stat == "median" else math.nan
+        j = judge_cell(col, o, pap, mine.n, n_paper, sd)
+        if j.verdict in ("agree", "differ", "not testable"):
+            off = cell_protocol(table, col, row, profile, mine.replicates, prow)
+            if off is not None:
+                j = Judgement("not comparable", f"{off}; rule alone: {j.verdict} ({j.rule})")
+        out.append((col, o, pap, sd, j))
+    return out
+
+
+def cells_verdict(verdicts: list[tuple[Column, str]]) -> tuple[str, list[str]]:
+    """A row's verdict from its judged cells (differ if any differs) and the labels of the differing ones."""
+    judged = [(c, v) for c, v in verdicts if v in ("agree", "differ")]
+    differing = [c.label for c, v in judged if v == "differ"]
+    return ("differ" if differing else "agree") if judged else "not testable", differing
+
+
+#: Fewest replicates for the leave-one-out check (with two, one replicate is left: no spread to speak of).
+LOO_MIN_REPLICATES = 3
+
+
+def leave_one_out(table: TableSpec, row: Row, profile: Profile | None, mine: OursRow, prow: pd.DataFrame,
+                  verdict: str) -> str:
+    """Does one replicate decide the row's verdict? The row re-judged with each seed left out in turn.
+
+    "stable (n of n)" when every subset gives ``verdict``; "fragile: without seed S: differ (col), ..." when
+    some subset gives another verdict; "" with fewer than :data:`LOO_MIN_REPLICATES` replicates or without
+    the replicates (a row read back from a committed table). Why: with three seeds a verdict can rest on
+    one network (the CPU that trains them, or another seed, changes it); this says which rows do.
+    """
+    reps = mine.replicates
+    if mine.n < LOO_MIN_REPLICATES or not len(reps) or "seed" not in reps:
+        return ""
+    seeds = sorted(reps["seed"].unique())
+    if len(seeds) != mine.n:
+        return ""
+    flips = []
+    for seed in seeds:
+        sub = reps[reps["seed"] != seed]
+        values = {c.name: (aggregate(sub[c.key], c) if c.key in sub else math.nan) for c in table.columns}
+        judged = judge_cells(table, row, profile, OursRow(len(sub), values, sub), prow)
+        v, differing = cells_verdict([(c, j.verdict) for c, _, _, _, j in judged])
+        if v != verdict:
+            flips.append(f"without seed {seed}: {v}" + (f" ({', '.join(differing)})" if differing else ""))
+    return f"fragile: {'; '.join(flips)}" if flips else f"stable ({len(seeds)} of {len(seeds)})"
+
+
 def compare_table(table: TableSpec, rows: list[Row], results: pd.DataFrame, paper: pd.DataFrame,
                   not_run: dict[tuple[str, bool, int], str] | None = None, profile: Profile | None = None,
                   ours: dict[tuple[str, bool, int], OursRow] | None = None) -> TableComparison:
@@ -392,7 +448,8 @@ def compare_table(table: TableSpec, rows: list[Row], results: pd.DataFrame, pape
         base = {"table": table.name, "family": row.family, "tag": row.tag, "pruned": row.pruned, "k": row.k}
         prow = paper_rows(table, paper, row)
         n_paper = len(prow)
-        idle = {"differing": "", "comparable": False, "why": "", "cells_verdict": "", "untestable": ""}
+        idle = {"differing": "", "comparable": False, "why": "", "cells_verdict": "", "untestable": "",
+                "stability": ""}
         if row.skip is not None:
             row_records.append({**base, "n_ours": 0, "n_paper": n_paper, "verdict": "skipped", "reason": row.skip,
                                 **idle})
@@ -405,26 +462,16 @@ def compare_table(table: TableSpec, rows: list[Row], results: pd.DataFrame, pape
             continue
         n_ours = mine.n
         why = like_for_like(table, row, profile, mine.replicates, prow)
+        cells_judged = judge_cells(table, row, profile, mine, prow)
         verdicts = []
-        for col in table.columns:
-            o = mine.values.get(col.name, math.nan)
-            has_paper = n_paper and col.key in prow
-            pap = aggregate(prow[col.key], col) if has_paper else math.nan
-            sd = replicate_sd(prow[col.key]) if has_paper and col.stat == "median" else math.nan
-            j = judge_cell(col, o, pap, n_ours, n_paper, sd)
-            if j.verdict in ("agree", "differ", "not testable"):
-                off = cell_protocol(table, col, row, profile, mine.replicates, prow)
-                if off is not None:
-                    j = Judgement("not comparable", f"{off}; rule alone: {j.verdict} ({j.rule})")
+        for col, o, pap, sd, j in cells_judged:
             verdicts.append((col, j.verdict))
             long_records.append({**base, "column": col.name, "label": col.label, "ours": o, "paper": pap,
                                  "paper_sd": sd, "ours_corrected": math.nan, "paper_corrected": math.nan,
                                  "n_ours": n_ours, "n_paper": n_paper, "criterion": criterion_text(col),
                                  "verdict": j.verdict, "rule": j.rule})
-        judged = [(c, v) for c, v in verdicts if v in ("agree", "differ")]
-        differing = [c.label for c, v in judged if v == "differ"]
+        cells, differing = cells_verdict(verdicts)
         untestable = [c.label for c, v in verdicts if v in ("not testable", "not comparable")]
-        cells = ("differ" if differing else "agree") if judged else "not testable"
         if n_paper == 0:
             verdict, cells = "no paper value", ""
         elif why:
@@ -435,9 +482,11 @@ def compare_table(table: TableSpec, rows: list[Row], results: pd.DataFrame, pape
                                              if verdict == "not testable" else "")
         if verdict == "differ" and row.explain:
             reason = row.explain
+        stability = leave_one_out(table, row, profile, mine, prow, cells) if verdict in ("agree", "differ") else ""
         row_records.append({**base, "n_ours": n_ours, "n_paper": n_paper, "verdict": verdict, "reason": reason,
                             "differing": ", ".join(differing), "comparable": not why and n_paper > 0,
-                            "why": "; ".join(why), "cells_verdict": cells, "untestable": ", ".join(untestable)})
+                            "why": "; ".join(why), "cells_verdict": cells, "untestable": ", ".join(untestable),
+                            "stability": stability})
     long = pd.DataFrame.from_records(long_records, columns=LONG_COLUMNS)
     long = correct_across_networks(table, long)
     rows_df = pd.DataFrame.from_records(row_records, columns=ROW_COLUMNS)

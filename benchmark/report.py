@@ -126,8 +126,45 @@ def wide_table(cmp: TableComparison, k: int, markdown: bool = True) -> pd.DataFr
                 text = "–"
             rec[col.label] = text
         rec["verdict"] = row_verdict_text(r, notes)
+        if has_stability(cmp):
+            rec["one seed left out"] = r.get("stability", "") or "–"
         out.append(rec)
     return pd.DataFrame(out)
+
+
+def has_stability(cmp: TableComparison) -> bool:
+    """Whether the leave-one-seed-out check ran on some row (it needs the replicates, not a committed table)."""
+    return "stability" in cmp.rows and bool((cmp.rows["stability"].fillna("") != "").any())
+
+
+def stability_line(cmp: TableComparison) -> str:
+    """`` Leave one seed out: N stable, M fragile (rows).`` for a claim line, or "" when not checked."""
+    if not has_stability(cmp):
+        return ""
+    st = cmp.rows["stability"].fillna("")
+    fragile = cmp.rows[st.str.startswith("fragile")]
+    names = ", ".join(f"{t} ({yes_no(p)}, k={k})" for t, p, k in zip(fragile["tag"], fragile["pruned"], fragile["k"],
+                                                                      strict=True))
+    return (f" Leave one seed out: {int(st.str.startswith('stable').sum())} compared rows stable, {len(fragile)} "
+            f"fragile{' (' + names + ')' if names else ''}.")
+
+
+def stability_lines(cmps: list[TableComparison]) -> list[str]:
+    """The rows whose verdict one replicate decides, with the subsets that flip it (nothing when not checked)."""
+    if not any(has_stability(c) for c in cmps):
+        return []
+    lines = ["## Verdicts that one seed decides", "",
+             "Each compared row with 3 or more replicates re-judged with each seed left out in turn (same rules, one "
+             "replicate fewer): *fragile* when some subset gives another verdict. Such a verdict rests on one "
+             "network, so another CPU (which trains other networks) or another seed can change it.", ""]
+    hit = False
+    for cmp in cmps:
+        st = cmp.rows["stability"].fillna("") if "stability" in cmp.rows else pd.Series(dtype=str)
+        for _, r in cmp.rows[st.str.startswith("fragile")].iterrows():
+            hit = True
+            lines.append(f"- {cmp.table.name}: {r['tag']} ({yes_no(r['pruned'])}, k={r['k']}), {r['verdict']}: "
+                         f"{r['stability'].removeprefix('fragile: ')}")
+    return lines + ([] if hit else ["None: every compared row keeps its verdict without any one seed."]) + [""]
 
 
 def skipped_lines(rows: pd.DataFrame) -> list[str]:
@@ -187,6 +224,8 @@ def table_csv(cmp: TableComparison) -> str:
     long["row_verdict"] = [rows.loc[key, "verdict"] for key in keys]
     long["reason"] = [rows.loc[key, "reason"] for key in keys]
     long["comparable"] = [bool(rows.loc[key, "comparable"]) for key in keys]
+    if has_stability(cmp):
+        long["stability"] = [rows.loc[key, "stability"] for key in keys]
     idle = cmp.rows[cmp.rows["verdict"].isin(["skipped", "not run"])]
     extra = pd.DataFrame({"table": idle["table"], "family": idle["family"], "tag": idle["tag"],
                           "pruned": idle["pruned"], "k": idle["k"], "n_ours": idle["n_ours"],
@@ -273,7 +312,7 @@ def claim_lines(cmps: list[TableComparison], cov: pd.DataFrame) -> list[str]:
             verdict = (f"**agrees on {agree} and differs on {differ} of {agree + differ} comparable reference rows** "
                        f"(differing columns: {nets})")
         lines.append(f"- **{cmp.table.title.split(':')[0]}** ({CLAIMS.get(name, cmp.table.title)}): {verdict}. "
-                     f"Reference rows: {n} ({tally}).")
+                     f"Reference rows: {n} ({tally}).{stability_line(cmp)}")
     return lines + [""]
 
 
@@ -326,6 +365,7 @@ def summary_markdown(cmps: list[TableComparison], profile: Profile, extra: list[
         lines.append(f"| [{cmp.table.title}]({cmp.table.name}.md) | " + " | ".join(str(c[v]) for v in ROW_CLASSES) + " |")
     lines.append("")
     lines += undefined_range_lines()
+    lines += stability_lines(cmps)
     lines += mlp_k12_section(cmps)
     for title, verdict in (("Rows that differ from the paper", "differ"), ("Rows that agree with the paper", "agree")):
         lines += [f"## {title}", ""]

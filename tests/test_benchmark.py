@@ -295,6 +295,28 @@ def test_compare_table_rows_and_verdicts() -> None:
     assert moved.rows.verdict.tolist() == ["differ"] and moved.rows.differing.tolist() == ["n-cut"]
 
 
+def test_leave_one_seed_out_says_which_verdicts_one_replicate_decides() -> None:
+    """MNIST pruned, k = 12: the paper's n-cut 8.8746 (SD 0.0493, 5 replicates), so 3 of ours are within
+    3 x 0.0493 x sqrt(1/3 + 1/5) = 0.108 and 2 within 0.124 (hand-computed)."""
+    table = {t.name: t for t in plan.load_tables()}["clusterability"]
+    paper = paper_values.load_paper_values("clusterability")
+    row = plan.Row("clusterability", "mlp", "MNIST", True, 12, (0, 1, 2))
+    steady = compare.compare_table(table, [row], fake_results(), paper).rows.iloc[0]
+    assert (steady.verdict, steady.stability) == ("agree", "stable (3 of 3)")
+    res = fake_results()
+    res.loc[res.seed == 2, "ncut"] = 9.2  # median 8.901 agrees; without seed 0 or 1 the median is ~9.05
+    out = compare.compare_table(table, [row], res, paper)
+    r = out.rows.iloc[0]
+    assert r.verdict == "agree"
+    assert r.stability == "fragile: without seed 0: differ (n-cut); without seed 1: differ (n-cut)"
+    assert "fragile (MNIST (pruned, k=12))" in report.stability_line(out)
+    assert any("without seed 0: differ (n-cut)" in line for line in report.stability_lines([out]))
+    assert report.wide_table(out, 12)["one seed left out"].iloc[0].startswith("fragile")
+    two = compare.compare_table(table, [plan.Row("clusterability", "mlp", "MNIST", True, 12, (0, 1))],
+                                fake_results(seeds=(0, 1)), paper)
+    assert two.rows.stability.tolist() == [""] and report.stability_lines([two]) == []  # too few to leave one out
+
+
 def test_a_row_groups_explanation_is_the_reason_of_a_differ_only() -> None:
     table = {t.name: t for t in plan.load_tables()}["clusterability"]
     paper = paper_values.load_paper_values("clusterability")
@@ -414,6 +436,7 @@ def test_report_rejudges_the_committed_tables(tmp_path: Path) -> None:
     cov = pd.read_csv(tmp_path / "tables" / "coverage.csv")
     assert len(cov) == 116
     assert "Output coherence and undefined lesion ranges" in summary
+    assert "Verdicts that one seed decides" not in summary  # the committed tables hold no replicates to leave out
     for name in ("clusterability", "importance", "output_coherence", "input_coherence"):
         df = pd.read_csv(tmp_path / "tables" / f"{name}.csv")
         assert "rule" in df.columns and "comparable" in df.columns
