@@ -154,6 +154,9 @@ class Profile:
 
     name: str
     raw: dict[str, Any]
+    #: The other profiles of the same ``params.yaml`` (name -> raw), in file order: they name where a skipped
+    #: row runs.
+    others: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def families(self) -> tuple[str, ...]:
@@ -219,6 +222,13 @@ class Profile:
                 return f"k={k} is not run for {analysis} of {family} nets in the {self.name} profile (time budget)"
         return None
 
+    def runs_elsewhere(self, family: str, tag: str, k: int, analysis: str | None = None) -> str | None:
+        """The first other profile (in ``params.yaml`` order) that runs a row this one skips, or None."""
+        for name, raw in self.others.items():
+            if Profile(name, raw).selects(family, tag, k, analysis) is None:
+                return name
+        return None
+
 
 def load_params(path: Path = PARAMS) -> dict[str, Any]:
     if not path.is_file():
@@ -231,7 +241,7 @@ def load_profile(name: str, params: dict[str, Any] | None = None, path: Path = P
     profiles = params.get("profiles") or {}
     if name not in profiles:
         raise ModularityError(f"unknown profile {name!r}; known: {', '.join(profiles) or 'none'}")
-    return Profile(name, profiles[name])
+    return Profile(name, profiles[name], {n: raw for n, raw in profiles.items() if n != name})
 
 
 # --------------------------------------------------------------------------------------------------
@@ -311,6 +321,9 @@ def rows_of(table: TableSpec, profile: Profile) -> list[Row]:
             for pruned in g.pruned:
                 for tag in g.tags:
                     reason = profile.selects(g.family, tag, k, table.analysis)
+                    elsewhere = profile.runs_elsewhere(g.family, tag, k, table.analysis) if reason else None
+                    if elsewhere:
+                        reason += f" (`make reproduce PROFILE={elsewhere}` runs it)"
                     rows.append(Row(table.name, g.family, tag, pruned, k, profile.seeds(g.family), reason, g.explain))
     return rows
 

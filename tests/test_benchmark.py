@@ -100,7 +100,10 @@ def test_plan_of_the_smoke_profile() -> None:
     running = [r for r in p.rows if r.skip is None]
     assert {r.k for r in running} == {12} and {r.tag for r in running} == {"MNIST", "CNN-MNIST"}
     reasons = {r.skip for r in p.rows if r.skip}
-    assert "family vgg is not in the smoke profile" in reasons
+    assert "family vgg is not in the smoke profile (`make reproduce PROFILE=paper` runs it)" in reasons
+    # a skipped row names the first profile of params.yaml that runs it
+    assert "tag MNIST+DROPOUT is not in the smoke profile (`make reproduce PROFILE=default` runs it)" in reasons
+    assert "tag POLY is not in the smoke profile (`make reproduce PROFILE=full` runs it)" in reasons
     for s in p.stages:  # every analysis waits for its training
         if s.kind != "train":
             assert s.upstream == (f"train@smoke-{plan.slug(s.tag)}-s{s.seed}",)
