@@ -372,9 +372,13 @@ def aggregate_results(table: TableSpec, rows: list[Row], results: pd.DataFrame) 
         mine = ours_all[(ours_all["tag"] == row.tag) & (ours_all["pruned"] == row.pruned) & (ours_all["k"] == row.k)
                         & (ours_all["seed"].isin(row.seeds))]
         if len(mine):
-            vals = {c.name: (aggregate(mine[c.key], c) if c.key in mine else math.nan) for c in table.columns}
-            out[row.key] = OursRow(len(mine), vals, mine)
+            out[row.key] = OursRow(len(mine), aggregate_columns(table, mine), mine)
     return out
+
+
+def aggregate_columns(table: TableSpec, replicates: pd.DataFrame) -> dict[str, float]:
+    """Each column of ``table`` aggregated over ``replicates`` (NaN for a field the results lack)."""
+    return {c.name: (aggregate(replicates[c.key], c) if c.key in replicates else math.nan) for c in table.columns}
 
 
 def judge_cells(table: TableSpec, row: Row, profile: Profile | None, mine: OursRow,
@@ -425,8 +429,7 @@ def leave_one_out(table: TableSpec, row: Row, profile: Profile | None, mine: Our
     flips = []
     for seed in seeds:
         sub = reps[reps["seed"] != seed]
-        values = {c.name: (aggregate(sub[c.key], c) if c.key in sub else math.nan) for c in table.columns}
-        judged = judge_cells(table, row, profile, OursRow(len(sub), values, sub), prow)
+        judged = judge_cells(table, row, profile, OursRow(len(sub), aggregate_columns(table, sub), sub), prow)
         v, differing = cells_verdict([(c, j.verdict) for c, _, _, _, j in judged])
         if v != verdict:
             flips.append(f"without seed {seed}: {v}" + (f" ({', '.join(differing)})" if differing else ""))

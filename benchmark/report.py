@@ -111,6 +111,7 @@ def wide_table(cmp: TableComparison, k: int, markdown: bool = True) -> pd.DataFr
     """The rows that ran at ``k`` as a display frame: one column per spec column plus the verdict."""
     notes = why_notes(cmp)
     rows = cmp.rows[(cmp.rows["k"] == k) & (~cmp.rows["verdict"].isin(["skipped"]))]
+    stability = has_stability(cmp)
     out = []
     long = cmp.long.set_index(["tag", "pruned", "k", "column"]) if len(cmp.long) else None
     for _, r in rows.iterrows():
@@ -126,7 +127,7 @@ def wide_table(cmp: TableComparison, k: int, markdown: bool = True) -> pd.DataFr
                 text = "–"
             rec[col.label] = text
         rec["verdict"] = row_verdict_text(r, notes)
-        if has_stability(cmp):
+        if stability:
             rec["one seed left out"] = r.get("stability", "") or "–"
         out.append(rec)
     return pd.DataFrame(out)
@@ -137,12 +138,18 @@ def has_stability(cmp: TableComparison) -> bool:
     return "stability" in cmp.rows and bool((cmp.rows["stability"].fillna("") != "").any())
 
 
+def fragile_rows(cmp: TableComparison) -> pd.DataFrame:
+    """The rows the leave-one-seed-out check marked fragile (none when it did not run)."""
+    st = cmp.rows["stability"].fillna("") if "stability" in cmp.rows else pd.Series("", index=cmp.rows.index)
+    return cmp.rows[st.str.startswith("fragile")]
+
+
 def stability_line(cmp: TableComparison) -> str:
     """`` Leave one seed out: N stable, M fragile (rows).`` for a claim line, or "" when not checked."""
     if not has_stability(cmp):
         return ""
     st = cmp.rows["stability"].fillna("")
-    fragile = cmp.rows[st.str.startswith("fragile")]
+    fragile = fragile_rows(cmp)
     names = ", ".join(f"{t} ({yes_no(p)}, k={k})" for t, p, k in zip(fragile["tag"], fragile["pruned"], fragile["k"],
                                                                       strict=True))
     return (f" Leave one seed out: {int(st.str.startswith('stable').sum())} compared rows stable, {len(fragile)} "
@@ -159,8 +166,7 @@ def stability_lines(cmps: list[TableComparison]) -> list[str]:
              "network, so another CPU (which trains other networks) or another seed can change it.", ""]
     hit = False
     for cmp in cmps:
-        st = cmp.rows["stability"].fillna("") if "stability" in cmp.rows else pd.Series(dtype=str)
-        for _, r in cmp.rows[st.str.startswith("fragile")].iterrows():
+        for _, r in fragile_rows(cmp).iterrows():
             hit = True
             lines.append(f"- {cmp.table.name}: {r['tag']} ({yes_no(r['pruned'])}, k={r['k']}), {r['verdict']}: "
                          f"{r['stability'].removeprefix('fragile: ')}")
