@@ -84,6 +84,8 @@ class Analysis:
     protocol: tuple[ProtocolParameter, ...] = ()
     reference: tuple[ReferenceSetting, ...] = GRAPH_SETTINGS
     description: str = ""
+    #: fields only some networks write (the regression nets' MSEs and losses); a subset of ``fields``
+    only_some: tuple[str, ...] = ()
 
     def check_field(self, field: str, where: str) -> None:
         """Raise a one-line error if ``field`` is not a result field of this analysis."""
@@ -96,7 +98,8 @@ class Analysis:
 CLUSTER = Analysis(
     name="cluster", stage="cluster", paper="clusterability",
     fields=("ncut", "null_mean", "null_stdev", "z_score", "percentile", "n_shuffles", "n_vertices", "n_isolated",
-            "train_acc", "test_acc"),
+            "train_acc", "test_acc", "train_mse", "test_mse", "train_loss", "test_loss"),
+    only_some=("train_mse", "test_mse", "train_loss", "test_loss"),  # POLY (benchmark/stages.py, cluster stage)
     protocol=(ProtocolParameter("n_shuffles", "n_shuffles", "n_shuffles", ("percentile",), 50),),
     description="n-cut of the k-way spectral partition of the weight graph against the layer-shuffle null")
 

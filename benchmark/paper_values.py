@@ -6,7 +6,8 @@ tidy tables, one row per (network, replicate), with the project's column names, 
 comparison code reads the paper's values and ours the same way:
 
 * ``clusterability.csv``: tag, family, pruned, k, replicate, n_shuffles, ncut, null_mean, null_stdev,
-  z_score, percentile, train_acc, test_acc, source.
+  z_score, percentile, train_acc, test_acc, train_loss, test_loss, source (the losses: cross-entropy for
+  the classifiers, MSE plus the regulariser for the POLY regression nets, the Keras quantity).
 * ``lesion.csv`` (importance and output coherence): tag, family, pruned, k, replicate, n_random,
   chi2_p_means, combined_p_means, effect_means, chi2_p_ranges, combined_p_ranges, effect_ranges, source.
 * ``input_coherence.csv``: tag, reference_tag, family, pruned, k, replicate, n_random, chi2_p_loss,
@@ -38,7 +39,8 @@ EXPECTED_PAPER = Path(__file__).parent / "expected" / "paper"
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 CLUSTERABILITY_COLUMNS = ["tag", "family", "pruned", "k", "replicate", "n_shuffles", "ncut", "null_mean",
-                          "null_stdev", "z_score", "percentile", "train_acc", "test_acc", "source"]
+                          "null_stdev", "z_score", "percentile", "train_acc", "test_acc", "train_loss", "test_loss",
+                          "source"]
 LESION_COLUMNS = ["tag", "family", "pruned", "k", "replicate", "n_random", "chi2_p_means", "combined_p_means",
                   "effect_means", "chi2_p_ranges", "combined_p_ranges", "effect_ranges", "source"]
 INPUT_COHERENCE_COLUMNS = ["tag", "reference_tag", "family", "pruned", "k", "replicate", "n_random",
@@ -90,11 +92,13 @@ def convert_clusterability(reference: Path) -> pd.DataFrame:
             "tag": raw["model"], "pruned": raw["Network"].str.endswith(", Pruning"), "k": 12,
             "n_shuffles": raw["n_samples"].astype(int), "ncut": raw["ncut"], "null_mean": raw["mean"],
             "null_stdev": raw["stdev"], "z_score": raw["z_score"], "percentile": raw["percentile"],
-            "train_acc": raw["train_acc"], "test_acc": raw["test_acc"], "source": src})
+            "train_acc": raw["train_acc"], "test_acc": raw["test_acc"], "train_loss": raw["train_loss"],
+            "test_loss": raw["test_loss"], "source": src})
         frames.append(df)
     imagenet = pd.DataFrame(IMAGENET_CLUSTERABILITY, columns=["tag", "ncut", "null_mean", "null_stdev", "z_score",
                                                               "percentile"])
     imagenet = imagenet.assign(pruned=False, k=12, n_shuffles=100, train_acc=np.nan, test_acc=np.nan,
+                               train_loss=np.nan, test_loss=np.nan,
                                source="docs/methods.md §8.2 (clustering_factors_imagenet.csv)")
     frames.append(imagenet)
     df = pd.concat(frames, ignore_index=True)
