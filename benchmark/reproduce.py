@@ -391,6 +391,8 @@ def metrics_of(cmps: list[cmp_mod.TableComparison]) -> dict[str, Any]:
         judged = c.long[(c.long["k"] == 12) & c.long["verdict"].isin(["agree", "differ", "n/a"])]
         for r in judged.itertuples():
             ours = float(r.ours)
+            if math.isnan(ours):  # a value we do not compute for this row (a classifier's loss)
+                continue
             values[f"{r.tag}.{'pruned' if r.pruned else 'unpruned'}.{r.column}"] = ours if math.isfinite(ours) else None
         out[c.table.name] = {"rows": counts, "k12": values}
     return out

@@ -321,6 +321,10 @@ def test_poly_rows_compare_the_fit_by_test_loss_and_classifiers_leave_it_out() -
                                   fake_results(), paper)
     assert mnist.long[mnist.long.column == "test_loss"].verdict.tolist() == ["n/a"]
     assert mnist.rows.verdict.tolist() == ["agree"]
+    # dvc metrics show: POLY's loss is a headline number; the classifier's missing one is left out, not null
+    k12 = {**reproduce.metrics_of([near])["clusterability"]["k12"], **reproduce.metrics_of([mnist])["clusterability"]["k12"]}
+    assert k12["POLY.unpruned.test_loss"] == pytest.approx(0.10) and "MNIST.pruned.ncut" in k12
+    assert "MNIST.pruned.test_loss" not in k12
 
 
 def test_leave_one_seed_out_says_which_verdicts_one_replicate_decides() -> None:
