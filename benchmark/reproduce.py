@@ -43,9 +43,13 @@ from .plan import REPO, Plan, Profile, Stage, checkpoint_dir, load_params, load_
 EXPECTED_SMOKE = Path(__file__).parent / "expected" / "smoke"
 
 # First guesses of a stage's seconds on this 2-core CPU, replaced by measured times as stages finish.
-DEFAULT_SECONDS = {("train", "mlp"): 200, ("train", "cnn"): 300, ("cluster", "mlp"): 150, ("cluster", "cnn"): 30,
-                   ("importance", "mlp"): 60, ("importance", "cnn"): 120, ("coherence", "mlp"): 60,
-                   ("coherence", "cnn"): 120}
+#: First guesses of a stage's seconds, before a stage of its kind has run here: the default profile's stages
+#: alone (one worker, 2-core AMD EPYC, 2026-12-03, data/benchmark/default/timings.json). The guesses of
+#: before the dense shuffle null (cluster 150 s, importance and coherence 60 s) made a fresh run's first
+#: estimate 170 minutes for what took 96.
+DEFAULT_SECONDS = {("train", "mlp"): 215, ("train", "cnn"): 170, ("cluster", "mlp"): 20, ("cluster", "cnn"): 7,
+                   ("importance", "mlp"): 22, ("importance", "cnn"): 50, ("coherence", "mlp"): 14,
+                   ("coherence", "cnn"): 75}
 
 
 # --------------------------------------------------------------------------------------------------
