@@ -42,8 +42,7 @@ from .plan import REPO, Plan, Profile, Stage, checkpoint_dir, load_params, load_
 
 EXPECTED_SMOKE = Path(__file__).parent / "expected" / "smoke"
 
-# First guesses of a stage's seconds on this 2-core CPU, replaced by measured times as stages finish.
-#: First guesses of a stage's seconds, before a stage of its kind has run here: the default profile's stages
+#: First guesses of a stage's seconds, replaced by measured times as stages finish: the default profile's stages
 #: alone (one worker, 2-core AMD EPYC, 2026-12-03, data/benchmark/default/timings.json). The guesses of
 #: before the dense shuffle null (cluster 150 s, importance and coherence 60 s) made a fresh run's first
 #: estimate 170 minutes for what took 96.
