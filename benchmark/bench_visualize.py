@@ -141,7 +141,7 @@ def network_floor(model: torch.nn.Module, targets: list, steps: int, image_shape
     point_of = {name: p for name, p in zip(specs, points, strict=True)}
     t0 = time.perf_counter()
     for start in range(0, len(targets), chunk):
-        part = [(layer, np.asarray(units, dtype=np.int64)) for layer, units in targets[start:start + chunk]]
+        part = [(layer, np.array(units, dtype=np.int64)) for layer, units in targets[start:start + chunk]]  # a writable copy
         objective = UnitSetObjective(part, {n: s.width for n, s in specs.items()}, torch.device("cpu"))
         capture = _Activations(net, [point_of[n] for n in objective.layers], None)
         pixels = torch.full((len(part), *image_shape), 0.5, requires_grad=True)
