@@ -36,6 +36,7 @@ import numpy as np
 from modularity.errors import ModularityError
 from modularity.utils import clean_stale_staging
 
+from .analyses import CLUSTER
 from .plan import Profile, checkpoint_dir, load_profile, result_dir
 
 # --------------------------------------------------------------------------------------------------
@@ -202,7 +203,7 @@ def cluster_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: list[
                       "percentile": d["percentile"], "n_shuffles": d["n_shuffles"],
                       "n_vertices": d.get("n_vertices"), "n_isolated": d.get("n_isolated"),
                       "train_acc": meta.get("train_acc", math.nan), "test_acc": meta.get("test_acc", math.nan)}
-            values.update({m: meta[m] for m in ("train_mse", "test_mse", "train_loss", "test_loss") if m in meta})  # POLY
+            values.update({m: meta[m] for m in CLUSTER.only_some if m in meta})  # the regression nets (POLY)
             write_result(out, k, header, values, {"null_ncuts": d.get("null_ncuts", [])})
             part = partition(graph, k=k, seed=seed)
             part.table().to_csv(out / f"k{k}_labels.csv", index=False, lineterminator="\n")
