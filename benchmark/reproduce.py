@@ -203,12 +203,19 @@ def dvc_changed(names: list[str]) -> set[str]:
     return {n for n in names if n in status}
 
 
+#: The clustering work behind DEFAULT_SECONDS' cluster times: the default profile's 3 values of k, each with
+#: the true graph and 20 shuffles, on 2 jobs.
+DEFAULT_CLUSTER_WORK = 3 * (20 + 1) / 2
+
+
 class Estimator:
     """Seconds left, from first guesses refined by the measured time of each (kind, family)."""
 
-    def __init__(self, stages: list[Stage], timings: dict[str, float], workers: int = 1) -> None:
+    def __init__(self, stages: list[Stage], timings: dict[str, float], workers: int = 1,
+                 profile: Profile | None = None) -> None:
         self.remaining = list(stages)
         self.workers = max(1, workers)
+        self.profile = profile
         self.measured: dict[tuple[str, str], list[float]] = {}
         for key, sec in timings.items():
             kind, family = key.split("/")
@@ -218,7 +225,12 @@ class Estimator:
         m = self.measured.get((stage.kind, stage.family))
         if m:
             return sum(m) / len(m)
-        return DEFAULT_SECONDS.get((stage.kind, stage.family), 120.0)
+        first = DEFAULT_SECONDS.get((stage.kind, stage.family), 120.0)
+        if stage.kind == "cluster" and self.profile is not None:  # 50 shuffles on 1 job is ~5x the default's work
+            cluster = self.profile.section("cluster", stage.family)
+            work = len(stage.ks) * (int(cluster.get("n_shuffles", 50)) + 1) / max(1, int(cluster.get("n_jobs", 1)))
+            first *= work / DEFAULT_CLUSTER_WORK
+        return first
 
     def finished(self, stage: Stage, seconds: float | None) -> None:
         self.remaining.remove(stage)
@@ -277,7 +289,7 @@ def run_stages(p: Plan, root: Path, use_dvc: bool, cache: dict[str, str | None],
     failed: dict[str, str] = {}
     timings_path = root / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-    est = Estimator(p.stages, {k: v for k, v in timings.items() if "/" in k}, getattr(executor, "workers", 1))
+    est = Estimator(p.stages, {k: v for k, v in timings.items() if "/" in k}, getattr(executor, "workers", 1), p.profile)
     changed = dvc_changed([s.name for s in p.stages]) if use_dvc else set()
     digests: dict[str, str] = {}
     pending, done, ran = list(p.stages), set(), set()

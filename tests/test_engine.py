@@ -57,6 +57,17 @@ def test_first_estimate_of_the_default_profile_is_near_its_measured_time() -> No
     assert 0.7 * 95.5 <= minutes <= 1.3 * 95.5, minutes
 
 
+def test_first_guess_of_a_clustering_stage_scales_with_its_shuffles_and_jobs() -> None:
+    """The cluster guess (20 s, measured with 3 k x 21 clusterings on 2 jobs) scaled to the stage's work: the
+    full profile's 3 k x 51 clusterings on 1 job are 153 / 31.5 = 4.857 times it, 97.1 s (measured 2026-12-04:
+    71 s pruned, 97 s unpruned); the default's own stage stays 20 s; a measured time still wins."""
+    full, default = plan.load_profile("full"), plan.load_profile("default")
+    stage = next(s for s in plan.plan(full, plan.load_tables()).stages if s.kind == "cluster" and s.tag == "MNIST")
+    assert reproduce.Estimator([stage], {}, 1, full).guess(stage) == pytest.approx(20 * 153 / 31.5)
+    assert reproduce.Estimator([stage], {}, 1, default).guess(stage) == pytest.approx(20.0)
+    assert reproduce.Estimator([stage], {"cluster/mlp": 80.0}, 1, full).guess(stage) == 80.0
+
+
 def test_stage_argv_is_the_dvc_command() -> None:
     s = plan.plan(plan.load_profile("smoke"), plan.load_tables()).stage("cluster@smoke-MNIST-s0-pruned")
     argv = engine.stage_argv(s)
