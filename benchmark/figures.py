@@ -188,19 +188,13 @@ def choose_features(table: pd.DataFrame, n: int = 3) -> pd.DataFrame:
 def feature_figure(profile: Profile, root: Path, net: Network, out: Path, k: int = 12, n: int = 3,
                    n_shown: int = 5) -> Path:
     """The image of ``n`` chosen sub-clusters (red frame) beside ``n_shown`` of their random sets' images."""
-    from modularity.visualize import VisConfig, visualize_subclusters
+    from .stages import _subclusters, load_network, visualise
 
-    from .stages import _subclusters, load_network
-
-    settings = profile.section("coherence", net.family)
     stored = _table(root, net, "coherence", k)
     chosen = choose_features(stored, n)
     model, _ = load_network(root, net.tag, net.seed, net.pruned)
     subs = _pick(_subclusters(model, profile, k, net.seed), chosen)
-    vis = visualize_subclusters(model, subs, n_random=int(settings.get("n_random", 9)), seed=net.seed,
-                                config=VisConfig(steps=int(settings.get("steps", 256))),
-                                min_size=int(settings.get("min_size", 3)),
-                                max_prop=float(settings.get("max_prop", 0.8)))
+    vis = visualise(model, subs, profile.section("coherence", net.family), net.seed)  # the stage's own settings
     acts = vis.table.pivot(index="subcluster", columns="draw", values="activation").sort_index().to_numpy()
     if not np.allclose(acts[:, 0], chosen["loss_true"].to_numpy(), rtol=1e-4, atol=1e-6):
         raise ModularityError(f"{net.label}: recomputed activations {acts[:, 0]} differ from the stored "

@@ -245,25 +245,32 @@ def importance_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: li
     return final
 
 
+def visualise(model: Any, subs: list, settings: dict[str, Any], seed: int) -> Any:
+    """Feature visualisation of ``subs`` as the coherence stage runs it, from its section's settings (steps,
+    ReLU-override window, dtype, random sets, size filter): one place, so a figure redraws the stage's images."""
+    from modularity.visualize import VisConfig, visualize_subclusters
+
+    window = settings.get("relu_override_steps")  # None: the override on every update; 17: Lucid's window
+    config = VisConfig(steps=int(settings.get("steps", 256)),
+                       relu_override_steps=None if window is None else int(window),
+                       dtype=str(settings.get("dtype", "float32")))
+    return visualize_subclusters(model, subs, n_random=int(settings.get("n_random", 9)), seed=seed, config=config,
+                                 min_size=int(settings.get("min_size", 3)),
+                                 max_prop=float(settings.get("max_prop", 0.8)))
+
+
 def coherence_stage(profile: Profile, tag: str, seed: int, pruned: bool, ks: list[int], root: Path) -> Path:
     """Feature visualisation of every sub-cluster and its random sets at every k, with the image grid."""
     from modularity.models import tag_spec
-    from modularity.visualize import VisConfig, coherence_statistics, plot_grid, visualize_subclusters
+    from modularity.visualize import coherence_statistics, plot_grid
 
     settings = profile.section("coherence", tag_spec(tag).family)
     model, _ = load_network(root, tag, seed, pruned)
     final = result_dir(root, "coherence", tag, seed, pruned)
     header = _header(profile, "coherence", tag, seed, pruned, settings)
-    window = settings.get("relu_override_steps")  # None: the override on every update; 17: Lucid's window
-    config = VisConfig(steps=int(settings.get("steps", 256)),
-                       relu_override_steps=None if window is None else int(window),
-                       dtype=str(settings.get("dtype", "float32")))
     with staged_dir(final) as out:
         for k in ks:
-            subs = _subclusters(model, profile, k, seed)
-            vis = visualize_subclusters(model, subs, n_random=int(settings.get("n_random", 9)), seed=seed,
-                                        config=config, min_size=int(settings.get("min_size", 3)),
-                                        max_prop=float(settings.get("max_prop", 0.8)))
+            vis = visualise(model, _subclusters(model, profile, k, seed), settings, seed)
             df, summary = coherence_statistics(vis, correction=settings.get("correction", "holm"))
             values = flat_values(summary)
             df.to_csv(out / f"k{k}.csv", index=False, lineterminator="\n")

@@ -69,22 +69,38 @@ def test_choices_of_sub_clusters() -> None:
 
 
 @pytest.mark.slow
-def test_paper_figures_from_a_tiny_run(tmp_path: Path) -> None:
-    """Train DIGITS, run the importance and coherence stages at k = 4, draw every figure; stale results refused."""
+def test_paper_figures_from_a_tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train DIGITS, run the importance and coherence stages at k = 4, draw every figure; stale results refused.
+    The feature figure redraws the stage's images with the stage's own settings (config, random sets, filter)."""
+    import modularity.visualize as vis_mod
     from benchmark.stages import run_stage
+
+    calls: list[dict] = []
+    real = vis_mod.visualize_subclusters
+
+    def recording(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append({key: kwargs[key] for key in ("config", "n_random", "min_size", "max_prop")})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vis_mod, "visualize_subclusters", recording)
 
     profile = load_profile("smoke")
     profile.raw["importance"]["default"]["require_above_chance"] = False  # one smoke epoch leaves DIGITS near chance
+    # the figure redraws the stage's images with every coherence setting (it once dropped the dtype and the
+    # ReLU-override window, and refused the smoke CNN as "stale")
+    profile.raw["coherence"]["default"]["relu_override_steps"] = 1
     root, out = tmp_path / "run", tmp_path / "figures"
     run_stage("train", profile, "DIGITS", 0, root=root, progress=False)
     for kind in ("importance", "coherence"):
         run_stage(kind, profile, "DIGITS", 0, pruned=True, ks=[4], root=root)
+    assert len(calls) == 1 and calls[0]["config"].dtype == "float64" and calls[0]["config"].relu_override_steps == 1
     assert [n.label for n in networks(root, "importance", 4)] == ["DIGITS pruned seed 0"]
     paths = paper_figures(profile, root, out, k=4)
     assert [p.name for p in paths] == ["drop_vs_proportion_mlp_k4.png", "per_class_DIGITS_pruned_k4.png",
                                        "features_DIGITS_pruned_k4.png"]
     for p in paths:
         assert p.read_bytes().startswith(PNG) and p.stat().st_size < 300_000
+    assert len(calls) == 2 and calls[1] == calls[0]  # the figure's visualisation is the stage's
     csv = result_dir(root, "importance", "DIGITS", 0, True) / "k4.csv"
     table = pd.read_csv(csv)
     table["lesioned_acc"] += 0.01
