@@ -54,7 +54,7 @@ test: setup ## everything: unit tests, training tests, the smoke run and its reg
 test-fast: setup ## unit tests only (no training, no smoke run): `-m "not slow"`, a few minutes
 	$(PY) -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
-reproduce: setup ## regenerate every paper table under paper/ (PROFILE=smoke|default|paper, CLUSTER=tcp://host:8786, WORKERS=n)
+reproduce: setup ## regenerate every paper table under paper/ (PROFILE=default|smoke|cnn-short|full|paper, CLUSTER=tcp://host:8786, WORKERS=n)
 	$(PY) -m benchmark.reproduce --profile $(PROFILE) --push $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(WORKERS),--workers $(WORKERS))
 
 pull: $(STAMPS)/venv ## restore trained networks and results from the DVC remote (say what to do when there is none)

@@ -228,7 +228,8 @@ def matmul_flops_per_s(n: int = 4096) -> float:
     return 2 * n**3 / t
 
 
-PIPELINE_CHECKPOINTS = tuple(BENCHMARK_ROOT / profile / "checkpoints" for profile in ("default", "paper"))
+#: Where `make reproduce` leaves its networks: the default's MLPs, cnn-short's small CNNs, the paper profile's.
+PIPELINE_CHECKPOINTS = tuple(BENCHMARK_ROOT / profile / "checkpoints" for profile in ("default", "cnn-short", "paper"))
 
 
 def load_network(tag: str, pruned: bool, root: Path) -> tuple[nn.Module, dict[str, Any]]:

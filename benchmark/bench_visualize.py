@@ -36,7 +36,9 @@ model, because ``render_vis`` leaves its forward hooks on the model it is given.
 
 Networks: the MNIST MLP (the trained pruned checkpoint ``data/checkpoints/MNIST/seed0/pruned.pt``
 when it exists, else Glorot-initialised) and the small MNIST CNN (``data/checkpoints/CNN-MNIST/seed0/
-unpruned.pt`` when it exists, else random). ``batched_speedup`` at the top level is the MLP's.
+unpruned.pt`` when it exists, else random); ``--checkpoints`` names another root, and a network found in
+neither is taken from the pipeline's roots (``bench_lesion.PIPELINE_CHECKPOINTS``) before a random one.
+``batched_speedup`` at the top level is the MLP's.
 """
 
 from __future__ import annotations
@@ -57,11 +59,15 @@ CHECKPOINTS = {"mlp": ("MNIST", Path("data/checkpoints/MNIST/seed0/pruned.pt")),
 
 def network(name: str, root: Path | None = None) -> tuple[torch.nn.Module, str]:
     """The benchmark network and a note on its weights (``root``: another checkpoint root)."""
+    from benchmark.bench_lesion import PIPELINE_CHECKPOINTS
     from modularity.models import build_model, load_checkpoint
 
     tag, path = CHECKPOINTS[name]
     if root is not None:
         path = root / path.relative_to("data/checkpoints")
+    # then those of `make reproduce` (the default's MLP, cnn-short's CNN), as bench_lesion takes them
+    rel = path.relative_to(path.parents[2])
+    path = next((q for q in (path, *(r / rel for r in PIPELINE_CHECKPOINTS)) if q.is_file()), path)
     if path.is_file():
         return load_checkpoint(path)[0], f"trained ({path})"
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """``make reproduce``: run a profile's pipeline, compare every table with the paper, write the report.
 
-``python -m benchmark.reproduce --profile {smoke,default,paper} [--no-dvc] [--networks DIR] [--update-expected]``
+``python -m benchmark.reproduce --profile {default,smoke,cnn-short,full,paper} [--no-dvc] [--networks DIR] [--update-expected]``
 
 1. Plan the profile (:mod:`benchmark.plan`) and regenerate ``dvc.yaml`` if the specs or the
    parameters changed (:mod:`benchmark.dvcgen`).
@@ -413,6 +413,19 @@ def metrics_of(cmps: list[cmp_mod.TableComparison]) -> dict[str, Any]:
     return out
 
 
+def remove_stale_figures(folder: Path, written: list[Path]) -> list[Path]:
+    """Delete the PNGs of ``folder`` that this report did not write; returns them.
+
+    Why: a figure of a network that the profile no longer runs (the default's CNNs until 2026-12-04)
+    would otherwise stay beside the new ones, looking current.
+    """
+    keep = {Path(w).resolve() for w in written}
+    stale = sorted(f for f in folder.glob("*.png") if f.resolve() not in keep) if folder.is_dir() else []
+    for f in stale:
+        f.unlink()
+    return stale
+
+
 def write_outputs(p: Plan, root: Path, report_dir: Path, failed: dict[str, str]) -> list[dict[str, Any]]:
     """``results.csv``, the report and ``metrics.json`` from the stages' result folders; returns the records."""
     records = cmp_mod.collect_records(root, [s for s in p.stages if s.name not in failed])  # no stale results
@@ -421,14 +434,18 @@ def write_outputs(p: Plan, root: Path, report_dir: Path, failed: dict[str, str])
     cmps = compare_all(p, results, failed)
     from .report import write_report
 
-    write_report(cmps, p.profile, report_dir)
+    written = write_report(cmps, p.profile, report_dir)
     write_text_atomic(report_dir / "metrics.json", json.dumps(metrics_of(cmps), indent=2, sort_keys=True) + "\n")
     from .figures import paper_figures  # the paper's figure types at k = 12 (benchmark/figures.py)
 
     try:
-        print("figures: " + ", ".join(f.name for f in paper_figures(p.profile, root, report_dir / "figures")))
+        drawn = paper_figures(p.profile, root, report_dir / "figures")
+        written += drawn
+        print("figures: " + ", ".join(f.name for f in drawn))
     except ModularityError as exc:  # the tables stand without the figures; say why they are missing
         print(f"figures not drawn: {exc}", file=sys.stderr)
+    for stale in remove_stale_figures(report_dir / "figures", written):
+        print(f"removed stale figure (not drawn by this report): {stale.name}")
     for c in cmps:
         counts = c.rows["verdict"].value_counts().to_dict()
         print(f"{c.table.name}: " + ", ".join(f"{v} {n}" for v, n in counts.items()))
@@ -615,7 +632,7 @@ def _terminate_as_interrupt() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.reproduce", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="default", help="smoke | default | full | paper (params.yaml)")
+    parser.add_argument("--profile", default="default", help="default | smoke | cnn-short | full | paper (params.yaml)")
     parser.add_argument("--no-dvc", action="store_true", help="run the stages without DVC (signatures in the outputs)")
     parser.add_argument("--workers", type=int, default=None,
                         help="stages at once on a local Dask cluster (default: one per core; 1 = in this process)")

@@ -107,3 +107,17 @@ def test_paper_figures_from_a_tiny_run(tmp_path: Path, monkeypatch: pytest.Monke
     table.to_csv(csv, index=False)
     with pytest.raises(ModularityError, match="stale"):
         paper_figures(profile, root, out, k=4)
+
+
+def test_report_removes_the_figures_it_did_not_draw(tmp_path: Path) -> None:
+    """A figure of a network the profile no longer runs must not stay beside the new ones."""
+    from benchmark.reproduce import remove_stale_figures
+
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    for name in ("importance_k12.png", "features_CNN-FASHION_unpruned_k12.png", "notes.txt"):
+        (folder / name).write_text("x")
+    stale = remove_stale_figures(folder, [folder / "importance_k12.png"])
+    assert [f.name for f in stale] == ["features_CNN-FASHION_unpruned_k12.png"]
+    assert sorted(f.name for f in folder.iterdir()) == ["importance_k12.png", "notes.txt"]
+    assert remove_stale_figures(tmp_path / "absent", []) == []
